@@ -1,0 +1,353 @@
+"""Numba kernels of the 2048 engine: line tables, moves, legality, seeded spawns, one game step.
+
+Choices
+- A *line* is one row or column as a u16 of four nibbles, nibble 0 (bits 15..12) being the
+  cell at the edge the tiles slide toward for Left/Up. Rows are read straight from the board
+  (row r = bits 63-16r .. 48-16r); columns are read as rows of the transposed board.
+- Moves go through 65536-entry tables built once at import (`build_tables`): for each line and
+  direction the XOR that turns the board's line into the moved line (pre-shifted into column
+  position for Up/Down, as in the classic bitboard engines), and the merge reward of the line.
+  A move is 4 lookups and 4 XORs. The reward of a line is the same sliding either way (a run of
+  k equal tiles makes k // 2 merges from either end), so one reward table serves both.
+- 2^16: a nibble cannot hold exponent 16. Lines where two 32768 (nibble 15) tiles would merge
+  carry the reward `NEEDS_WIDE` (< 0), and boards with a non-zero tile_65536_mask never take the
+  table path: both go to `move_wide`, which works on exponents 0..16 and writes the mask. A merge
+  of two 2^16 tiles would make 2^17, which neither the board nor the mask can hold: `move_wide`
+  returns the reward `TILE_OVERFLOW` (-1) for it and the game loop ends the game (TILE_LIMIT).
+- Spawns are counter-based: the k-th spawn of a game (k = 0, 1, ... counting the two opening
+  tiles) uses the 64-bit draw `splitmix64(seed + (k + 1) * GOLDEN)`. The high 32 bits choose the
+  empty cell, `(hi * n_empty) >> 32` (bias < 2^-27), the low 32 bits choose a 4 when below
+  0.1 * 2^32. The same seed and the same moves give the same game in any process, and any
+  spawn of a game can be recomputed from (seed, k) alone.
+- Types: boards are uint64, masks int64 holding a u16, rewards int64. Numba mixes uint64 and
+  int64 into float64, so every constant that meets a board is a np.uint64.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import njit
+
+from lab2048.engine.conventions import EndReason
+
+U64 = np.uint64
+NIBBLE = U64(0xF)
+LINE = U64(0xFFFF)
+GOLDEN = U64(0x9E3779B97F4A7C15)
+MIX1 = U64(0xBF58476D1CE4E5B9)
+MIX2 = U64(0x94D049BB133111EB)
+LOW32 = U64(0xFFFFFFFF)
+FOUR_THRESHOLD = U64(429496730)  # round(0.1 * 2^32): a draw below it spawns a 4
+NEEDS_WIDE = -(1 << 24)  # line reward marking a 32768+32768 merge; four of them stay < 0
+TILE_OVERFLOW = -1  # move_wide's reward for a move that would make a 2^17 tile
+
+UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
+_ONGOING = int(EndReason.ONGOING)
+_NO_MOVES = int(EndReason.NO_MOVES)
+_TILE_LIMIT = int(EndReason.TILE_LIMIT)
+
+_jit = njit(cache=True, nogil=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lines and tables
+
+
+@_jit
+def merge_line(cells):
+    """Slide the 4 exponents of `cells` toward cells[0] and merge, in place; return the reward.
+
+    Equal neighbours (after sliding) merge once each, nearest the edge first: 1 1 1 1 -> 2 2,
+    2 1 1 -> 2 2 (not 3). Merging two k's makes k + 1 and earns 2^(k+1). Exponents may exceed 15
+    on output; callers decide what a 16 or 17 means.
+    """
+    out = np.zeros(4, np.int64)
+    n = 0
+    open_slot = -1  # index in `out` of the last placed tile, while it may still merge
+    reward = 0
+    for k in range(4):
+        e = cells[k]
+        if e == 0:
+            continue
+        if open_slot >= 0 and out[open_slot] == e:
+            out[open_slot] = e + 1
+            reward += 1 << (e + 1)
+            open_slot = -1
+        else:
+            out[n] = e
+            open_slot = n
+            n += 1
+    for k in range(4):
+        cells[k] = out[k]
+    return reward
+
+
+@_jit
+def _line_cells(line, reverse):
+    cells = np.zeros(4, np.int64)
+    for k in range(4):
+        cells[3 - k if reverse else k] = (line >> (12 - 4 * k)) & 0xF
+    return cells
+
+
+@_jit
+def _cells_line(cells, reverse):
+    line = 0
+    for k in range(4):
+        line |= min(cells[3 - k if reverse else k], 15) << (12 - 4 * k)
+    return line
+
+
+@_jit
+def _unpack_column(line):
+    """A line's four nibbles placed down column 0 of a board (nibble k at bits 63-16k..60-16k)."""
+    col = U64(0)
+    for k in range(4):
+        col |= U64((line >> (12 - 4 * k)) & 0xF) << U64(60 - 16 * k)
+    return col
+
+
+@_jit
+def build_tables():
+    """(move_xor u64[4, 65536], line_reward i32[65536]) for the table path of `move_fast`.
+
+    move_xor[LEFT/RIGHT, line] is line ^ moved_line; move_xor[UP/DOWN, line] is the same
+    unpacked into column 0. line_reward is NEEDS_WIDE for lines with a 15+15 merge (their XOR,
+    with the merged cell capped at 15, still says correctly that the line changes).
+    """
+    move_xor = np.zeros((4, 65536), np.uint64)
+    line_reward = np.zeros(65536, np.int32)
+    for line in range(65536):
+        for reverse in (False, True):
+            cells = _line_cells(line, reverse)
+            reward = merge_line(cells)
+            if cells.max() > 15:
+                reward = NEEDS_WIDE
+            diff = line ^ _cells_line(cells, reverse)
+            row_dir, col_dir = (RIGHT, DOWN) if reverse else (LEFT, UP)
+            move_xor[row_dir, line] = U64(diff)
+            move_xor[col_dir, line] = _unpack_column(diff)
+            line_reward[line] = reward
+    return move_xor, line_reward
+
+
+# ---------------------------------------------------------------------------------------------
+# Moves
+
+
+@_jit
+def transpose(b):
+    """The board mirrored on its main diagonal: cell (r, c) goes to (c, r)."""
+    a1 = b & U64(0xF0F00F0FF0F00F0F)
+    a2 = b & U64(0x0000F0F00000F0F0)
+    a3 = b & U64(0x0F0F00000F0F0000)
+    a = a1 | (a2 << U64(12)) | (a3 >> U64(12))
+    b1 = a & U64(0xFF00FF0000FF00FF)
+    b2 = a & U64(0x00FF00FF00000000)
+    b3 = a & U64(0x00000000FF00FF00)
+    return b1 | (b2 >> U64(24)) | (b3 << U64(24))
+
+
+@_jit
+def move_fast(b, d, move_xor, line_reward):
+    """(board after move d, reward) by table lookup, for boards without 2^16 tiles.
+
+    A reward < 0 (NEEDS_WIDE) means two 32768 tiles merge: use `move_wide` instead.
+    An illegal move returns the same board and reward 0.
+    """
+    table = move_xor[d]
+    if d >= LEFT:
+        l0 = (b >> U64(48)) & LINE
+        l1 = (b >> U64(32)) & LINE
+        l2 = (b >> U64(16)) & LINE
+        l3 = b & LINE
+        out = b ^ (table[l0] << U64(48)) ^ (table[l1] << U64(32)) ^ (table[l2] << U64(16))
+        out ^= table[l3]
+    else:
+        t = transpose(b)
+        l0 = (t >> U64(48)) & LINE
+        l1 = (t >> U64(32)) & LINE
+        l2 = (t >> U64(16)) & LINE
+        l3 = t & LINE
+        out = b ^ table[l0] ^ (table[l1] >> U64(4)) ^ (table[l2] >> U64(8))
+        out ^= table[l3] >> U64(12)
+    reward = (
+        np.int64(line_reward[l0])
+        + np.int64(line_reward[l1])
+        + np.int64(line_reward[l2])
+        + np.int64(line_reward[l3])
+    )
+    return out, reward
+
+
+@_jit
+def decode(b, m):
+    """The 16 cell exponents (0..16) of board b with tile_65536_mask m, cell 0 first."""
+    cells = np.zeros(16, np.int64)
+    for i in range(16):
+        e = np.int64((b >> U64(60 - 4 * i)) & NIBBLE)
+        if e == 15 and (m >> i) & 1:
+            e = 16
+        cells[i] = e
+    return cells
+
+
+@_jit
+def encode(cells):
+    """(board, tile_65536_mask) of 16 cell exponents 0..16; exponent 16 sets the mask bit."""
+    b = U64(0)
+    m = 0
+    for i in range(16):
+        e = cells[i]
+        if e >= 16:
+            m |= 1 << i
+            e = 15
+        b |= U64(e) << U64(60 - 4 * i)
+    return b, m
+
+
+@_jit
+def line_cell(d, j, k):
+    """Board cell of the k-th position (k = 0 at the edge tiles slide to) of line j in move d."""
+    if d == UP:
+        return 4 * k + j
+    if d == DOWN:
+        return 4 * (3 - k) + j
+    if d == LEFT:
+        return 4 * j + k
+    return 4 * j + 3 - k
+
+
+@_jit
+def move_wide(b, m, d):
+    """(board, mask, reward) after move d, on exponents 0..16 cell by cell.
+
+    Handles 2^16 tiles and 32768 + 32768 merges; reward TILE_OVERFLOW (board unchanged) where
+    two 2^16 tiles would merge.
+    """
+    cells = decode(b, m)
+    line = np.zeros(4, np.int64)
+    reward = 0
+    for j in range(4):
+        for k in range(4):
+            line[k] = cells[line_cell(d, j, k)]
+        reward += merge_line(line)
+        if line.max() > 16:
+            return b, m, np.int64(TILE_OVERFLOW)
+        for k in range(4):
+            cells[line_cell(d, j, k)] = line[k]
+    nb, nm = encode(cells)
+    return nb, nm, np.int64(reward)
+
+
+@_jit
+def move(b, m, d, move_xor, line_reward):
+    """(board, mask, reward) after move d: the table path when it is exact, else `move_wide`."""
+    if m == 0:
+        nb, reward = move_fast(b, d, move_xor, line_reward)
+        if reward >= 0:
+            return nb, 0, reward
+    return move_wide(b, m, d)
+
+
+@_jit
+def legal_mask(b, m, move_xor, line_reward):
+    """Bit d set where move d changes the board (a move making 2^17 counts as legal)."""
+    legal = 0
+    for d in range(4):
+        if m == 0:
+            nb, _ = move_fast(b, d, move_xor, line_reward)
+            changed = nb != b
+        else:
+            nb, nm, reward = move_wide(b, m, d)
+            changed = nb != b or nm != m or reward == TILE_OVERFLOW
+        if changed:
+            legal |= 1 << d
+    return legal
+
+
+@_jit
+def highest_exponent(b, m):
+    """Largest exponent on the board (16 where a 2^16 tile is)."""
+    if m != 0:
+        return 16
+    best = 0
+    for i in range(16):
+        best = max(best, np.int64((b >> U64(4 * i)) & NIBBLE))
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeded spawns and one game step
+
+
+@_jit
+def draw(seed, k):
+    """The k-th 64-bit draw of a counter-based splitmix64 stream: mix(seed + (k + 1) * GOLDEN)."""
+    z = U64(seed) + (U64(k) + U64(1)) * GOLDEN
+    z = (z ^ (z >> U64(30))) * MIX1
+    z = (z ^ (z >> U64(27))) * MIX2
+    return z ^ (z >> U64(31))
+
+
+@_jit
+def count_empty(b):
+    n = 0
+    for i in range(16):
+        if (b >> U64(4 * i)) & NIBBLE == U64(0):
+            n += 1
+    return n
+
+
+@_jit
+def place_tile(b, x):
+    """Board b with the tile chosen by 64-bit draw x on an empty cell (b itself if full)."""
+    n = count_empty(b)
+    if n == 0:
+        return b
+    pick = np.int64(((x >> U64(32)) * U64(n)) >> U64(32))
+    exponent = U64(2) if (x & LOW32) < FOUR_THRESHOLD else U64(1)
+    for i in range(16):
+        shift = U64(60 - 4 * i)
+        if (b >> shift) & NIBBLE == U64(0):
+            if pick == 0:
+                return b | (exponent << shift)
+            pick -= 1
+    return b
+
+
+@_jit
+def spawn(b, seed, k):
+    """Board b after the k-th spawn of the game with this seed."""
+    return place_tile(b, draw(seed, k))
+
+
+@_jit
+def new_board(seed):
+    """A game's opening board: spawns 0 and 1 on an empty board (the next spawn is k = 2)."""
+    return spawn(spawn(U64(0), seed, 0), seed, 1)
+
+
+@_jit
+def step(b, m, d, seed, spawns, move_xor, line_reward):
+    """Play move d and spawn: (board, mask, reward, spawns used so far, end reason).
+
+    An illegal move changes nothing. A move making 2^17 is not applied and ends the game
+    (TILE_LIMIT). Otherwise the game ends (NO_MOVES) when the new board has no legal move.
+    """
+    nb, nm, reward = move(b, m, d, move_xor, line_reward)
+    if reward == TILE_OVERFLOW:
+        return b, m, np.int64(0), spawns, _TILE_LIMIT
+    if nb == b and nm == m:
+        return b, m, np.int64(0), spawns, _ONGOING
+    nb = spawn(nb, seed, spawns)
+    end = _NO_MOVES if legal_mask(nb, nm, move_xor, line_reward) == 0 else _ONGOING
+    return nb, nm, reward, spawns + 1, end
+
+
+@functools.cache
+def tables():
+    """The process's (move_xor, line_reward), built on first use."""
+    return build_tables()

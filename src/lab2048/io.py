@@ -1,0 +1,51 @@
+"""Safe outputs: write to a temporary file beside the target, then rename over it.
+
+An interrupted run leaves earlier results as they were; existing outputs are replaced only
+when the caller passes overwrite=True (the CLI's --overwrite). Check every target with
+`claim_outputs` before long work starts, so a refusal costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from lab2048.errors import UserError
+
+
+def claim_outputs(paths: list[Path], overwrite: bool) -> None:
+    """Refuse (UserError) if any target exists and overwrite is off; create parent dirs."""
+    for path in paths:
+        if path.exists() and not overwrite:
+            raise UserError(f"{path}: already exists (pass --overwrite to replace it)")
+    for path in paths:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"{path.parent}: cannot create directory ({e.strerror})") from None
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it to `path`, else delete it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")
