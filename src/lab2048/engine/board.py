@@ -163,7 +163,7 @@ class Game:
         move = Move(move)
         if not self.board.legal_mask & move.bit:
             raise ValueError(f"{move.name} is not legal on\n{self.board}")
-        bits, mask, reward, self.spawns, end = K.step(
+        bits, mask, reward, self.spawns, _, end = K.step(
             np.uint64(self.board.bits), self.board.mask, int(move), np.uint64(self.seed),
             self.spawns, *K.tables(),
         )

@@ -57,47 +57,31 @@ _jit = njit(cache=True, nogil=True)
 
 @_jit
 def merge_line(cells):
-    """Slide the 4 exponents of `cells` toward cells[0] and merge, in place; return the reward.
+    """Slide a line of 4 exponents toward its edge and merge: (moved cells, reward).
 
-    Equal neighbours (after sliding) merge once each, nearest the edge first: 1 1 1 1 -> 2 2,
-    2 1 1 -> 2 2 (not 3). Merging two k's makes k + 1 and earns 2^(k+1). Exponents may exceed 15
-    on output; callers decide what a 16 or 17 means.
+    A line is packed 6 bits a cell, position k (k = 0 at the edge tiles slide to) in bits
+    6k..6k+5. Equal neighbours (after sliding) merge once each, nearest the edge first:
+    1 1 1 1 -> 2 2, 2 1 1 -> 2 2 (not 3). Merging two k's makes k + 1 and earns 2^(k+1).
+    Exponents may exceed 15 on output; callers decide what a 16 or 17 means. Scalar code with
+    no allocation, so the callers' loops compile tight.
     """
-    out = np.zeros(4, np.int64)
-    n = 0
-    open_slot = -1  # index in `out` of the last placed tile, while it may still merge
+    out = 0
+    n = 0  # tiles placed in `out`
+    open_exp = 0  # exponent of the last placed tile while it may still merge, else 0
     reward = 0
     for k in range(4):
-        e = cells[k]
+        e = (cells >> (6 * k)) & 63
         if e == 0:
             continue
-        if open_slot >= 0 and out[open_slot] == e:
-            out[open_slot] = e + 1
+        if e == open_exp:
+            out += 1 << (6 * (n - 1))  # the last placed tile becomes e + 1
             reward += 1 << (e + 1)
-            open_slot = -1
+            open_exp = 0
         else:
-            out[n] = e
-            open_slot = n
+            out |= e << (6 * n)
             n += 1
-    for k in range(4):
-        cells[k] = out[k]
-    return reward
-
-
-@_jit
-def _line_cells(line, reverse):
-    cells = np.zeros(4, np.int64)
-    for k in range(4):
-        cells[3 - k if reverse else k] = (line >> (12 - 4 * k)) & 0xF
-    return cells
-
-
-@_jit
-def _cells_line(cells, reverse):
-    line = 0
-    for k in range(4):
-        line |= min(cells[3 - k if reverse else k], 15) << (12 - 4 * k)
-    return line
+            open_exp = e
+    return out, reward
 
 
 @_jit
@@ -121,11 +105,17 @@ def build_tables():
     line_reward = np.zeros(65536, np.int32)
     for line in range(65536):
         for reverse in (False, True):
-            cells = _line_cells(line, reverse)
-            reward = merge_line(cells)
-            if cells.max() > 15:
-                reward = NEEDS_WIDE
-            diff = line ^ _cells_line(cells, reverse)
+            cells = 0
+            for k in range(4):  # nibble k of the line; Right and Down slide toward nibble 3
+                cells |= ((line >> (12 - 4 * k)) & 0xF) << (6 * (3 - k if reverse else k))
+            out, reward = merge_line(cells)
+            moved = 0
+            for k in range(4):
+                e = (out >> (6 * (3 - k if reverse else k))) & 63
+                if e > 15:
+                    reward, e = NEEDS_WIDE, 15
+                moved |= e << (12 - 4 * k)
+            diff = line ^ moved
             row_dir, col_dir = (RIGHT, DOWN) if reverse else (LEFT, UP)
             move_xor[row_dir, line] = U64(diff)
             move_xor[col_dir, line] = _unpack_column(diff)
@@ -183,14 +173,18 @@ def move_fast(b, d, move_xor, line_reward):
 
 
 @_jit
+def cell_exponent(b, m, i):
+    """Exponent (0..16) of cell i of board b with tile_65536_mask m."""
+    e = np.int64((b >> U64(60 - 4 * i)) & NIBBLE)
+    return 16 if e == 15 and (m >> i) & 1 else e
+
+
+@_jit
 def decode(b, m):
     """The 16 cell exponents (0..16) of board b with tile_65536_mask m, cell 0 first."""
     cells = np.zeros(16, np.int64)
     for i in range(16):
-        e = np.int64((b >> U64(60 - 4 * i)) & NIBBLE)
-        if e == 15 and (m >> i) & 1:
-            e = 16
-        cells[i] = e
+        cells[i] = cell_exponent(b, m, i)
     return cells
 
 
@@ -227,43 +221,54 @@ def move_wide(b, m, d):
     Handles 2^16 tiles and 32768 + 32768 merges; reward TILE_OVERFLOW (board unchanged) where
     two 2^16 tiles would merge.
     """
-    cells = decode(b, m)
-    line = np.zeros(4, np.int64)
+    nb = U64(0)
+    nm = 0
     reward = 0
     for j in range(4):
+        cells = 0
         for k in range(4):
-            line[k] = cells[line_cell(d, j, k)]
-        reward += merge_line(line)
-        if line.max() > 16:
-            return b, m, np.int64(TILE_OVERFLOW)
+            cells |= cell_exponent(b, m, line_cell(d, j, k)) << (6 * k)
+        out, line_reward = merge_line(cells)
+        reward += line_reward
         for k in range(4):
-            cells[line_cell(d, j, k)] = line[k]
-    nb, nm = encode(cells)
+            e = (out >> (6 * k)) & 63
+            if e > 16:
+                return b, m, np.int64(TILE_OVERFLOW)
+            i = line_cell(d, j, k)
+            if e == 16:
+                nm |= 1 << i
+            nb |= U64(min(e, 15)) << U64(60 - 4 * i)
     return nb, nm, np.int64(reward)
 
 
 @_jit
 def move(b, m, d, move_xor, line_reward):
     """(board, mask, reward) after move d: the table path when it is exact, else `move_wide`."""
-    if m == 0:
-        nb, reward = move_fast(b, d, move_xor, line_reward)
-        if reward >= 0:
-            return nb, 0, reward
+    nb, reward = move_fast(b, d, move_xor, line_reward)  # unconditional: LLVM keeps it tight
+    if m == 0 and reward >= 0:
+        return nb, m, reward
     return move_wide(b, m, d)
+
+
+@_jit
+def _legal_mask_wide(b, m):
+    legal = 0
+    for d in range(4):
+        nb, nm, reward = move_wide(b, m, d)
+        if nb != b or nm != m or reward == TILE_OVERFLOW:
+            legal |= 1 << d
+    return legal
 
 
 @_jit
 def legal_mask(b, m, move_xor, line_reward):
     """Bit d set where move d changes the board (a move making 2^17 counts as legal)."""
+    if m != 0:
+        return _legal_mask_wide(b, m)
     legal = 0
-    for d in range(4):
-        if m == 0:
-            nb, _ = move_fast(b, d, move_xor, line_reward)
-            changed = nb != b
-        else:
-            nb, nm, reward = move_wide(b, m, d)
-            changed = nb != b or nm != m or reward == TILE_OVERFLOW
-        if changed:
+    for d in range(4):  # the table XOR is exact for legality, even for 32768 + 32768
+        nb, _ = move_fast(b, d, move_xor, line_reward)
+        if nb != b:
             legal |= 1 << d
     return legal
 
@@ -332,19 +337,19 @@ def new_board(seed):
 
 @_jit
 def step(b, m, d, seed, spawns, move_xor, line_reward):
-    """Play move d and spawn: (board, mask, reward, spawns used so far, end reason).
+    """Play move d and spawn: (board, mask, reward, spawns used, legal mask after, end reason).
 
     An illegal move changes nothing. A move making 2^17 is not applied and ends the game
     (TILE_LIMIT). Otherwise the game ends (NO_MOVES) when the new board has no legal move.
     """
     nb, nm, reward = move(b, m, d, move_xor, line_reward)
     if reward == TILE_OVERFLOW:
-        return b, m, np.int64(0), spawns, _TILE_LIMIT
+        return b, m, np.int64(0), spawns, legal_mask(b, m, move_xor, line_reward), _TILE_LIMIT
     if nb == b and nm == m:
-        return b, m, np.int64(0), spawns, _ONGOING
+        return b, m, np.int64(0), spawns, legal_mask(b, m, move_xor, line_reward), _ONGOING
     nb = spawn(nb, seed, spawns)
-    end = _NO_MOVES if legal_mask(nb, nm, move_xor, line_reward) == 0 else _ONGOING
-    return nb, nm, reward, spawns + 1, end
+    legal = legal_mask(nb, nm, move_xor, line_reward)
+    return nb, nm, reward, spawns + 1, legal, _NO_MOVES if legal == 0 else _ONGOING
 
 
 @functools.cache
