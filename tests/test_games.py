@@ -2,6 +2,7 @@
 scores, and the compiled game loop against the Python Game."""
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -127,3 +128,13 @@ def test_play_games_stops_at_max_moves_and_is_deterministic():
     assert np.array_equal(a.scores, b.scores)
     full = play_games("greedy", np.arange(20), progress=False)
     assert np.all(full.ends == EndReason.NO_MOVES) and full.scores.min() > 0
+
+
+def test_second_start_loads_compiled_kernels_from_the_disk_cache():
+    code = "from lab2048.engine import Game; Game(1).play(Game(1).board.legal_moves()[0])"
+    env = {**os.environ, "NUMBA_DEBUG_CACHE": "1"}
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=env)
+    second = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                            text=True, env=env).stdout
+    assert "data loaded" in second
+    assert "data saved" not in second

@@ -153,6 +153,7 @@ def play_games(agent: str, seeds, max_moves: int = 1_000_000, progress: bool = T
                        res.highest[sl], res.ends[sl])
             bar.update(sl.stop - sl.start)
             moves_done = int(res.moves[: sl.stop].sum())
-            bar.set_postfix(moves_per_s=f"{moves_done / (time.perf_counter() - start):,.0f}")
+            bar.set_postfix(moves_per_s=f"{moves_done / (time.perf_counter() - start):,.0f}",
+                            refresh=False)
     res.seconds = time.perf_counter() - start
     return res
