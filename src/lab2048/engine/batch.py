@@ -59,10 +59,8 @@ def as_boards(boards, masks=None) -> tuple[np.ndarray, np.ndarray]:
 @njit(cache=True, nogil=True)
 def _first_bad_mask(boards, masks):
     for n in range(len(boards)):
-        m = np.int64(masks[n])
-        for i in range(16):
-            if (m >> i) & 1 and (boards[n] >> np.uint64(60 - 4 * i)) & K.NIBBLE != K.NIBBLE:
-                return n
+        if not K.mask_is_valid(boards[n], np.int64(masks[n])):
+            return n
     return -1
 
 

@@ -37,9 +37,9 @@ class Board:
             raise ValueError(f"board bits must fit in 64 bits, got {self.bits}")
         if not 0 <= self.mask <= 0xFFFF:
             raise ValueError(f"tile_65536_mask must fit in 16 bits, got {self.mask}")
-        for i in range(16):
-            if self.mask >> i & 1 and (self.bits >> (60 - 4 * i)) & 0xF != 15:
-                raise ValueError(f"tile_65536_mask marks cell {i}, whose nibble is not 15")
+        if self.mask and not K.mask_is_valid(np.uint64(self.bits), self.mask):
+            raise ValueError(
+                f"tile_65536_mask {self.mask:#06x} marks a cell whose nibble is not 15")
 
     # --- construction and views ---------------------------------------------------------------
 
@@ -49,12 +49,8 @@ class Board:
         cells = [int(e) for e in exponents]
         if len(cells) != 16 or not all(0 <= e <= MAX_EXPONENT for e in cells):
             raise ValueError(f"need 16 exponents in 0..{MAX_EXPONENT}, got {exponents!r}")
-        bits = mask = 0
-        for i, e in enumerate(cells):
-            if e == 16:
-                mask |= 1 << i
-            bits |= min(e, 15) << (60 - 4 * i)
-        return cls(bits, mask)
+        bits, mask = K.encode(np.array(cells, np.int64))
+        return cls(int(bits), int(mask))
 
     @classmethod
     def from_tiles(cls, rows: Iterable[Iterable[int]]) -> Board:

@@ -180,6 +180,15 @@ def cell_exponent(b, m, i):
 
 
 @_jit
+def mask_is_valid(b, m):
+    """Whether every cell marked in tile_65536_mask m holds nibble 15 on board b."""
+    for i in range(16):  # noqa: SIM110 (numba compiles loops, not all() over generators)
+        if (m >> i) & 1 and (b >> U64(60 - 4 * i)) & NIBBLE != NIBBLE:
+            return False
+    return True
+
+
+@_jit
 def decode(b, m):
     """The 16 cell exponents (0..16) of board b with tile_65536_mask m, cell 0 first."""
     cells = np.zeros(16, np.int64)

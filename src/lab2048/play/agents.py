@@ -146,13 +146,14 @@ def play_games(agent: str, seeds, max_moves: int = 1_000_000, progress: bool = T
     tables = K.tables()
     start = time.perf_counter()
     chunk = max(1, min(64, g // 50))
+    moves_done = 0
     with tqdm(total=g, unit="game", disable=not progress, dynamic_ncols=True) as bar:
         for lo in range(0, g, chunk):
             sl = slice(lo, min(g, lo + chunk))
             _play_many(index, seeds[sl], max_moves, *tables, res.scores[sl], res.moves[sl],
                        res.highest[sl], res.ends[sl])
             bar.update(sl.stop - sl.start)
-            moves_done = int(res.moves[: sl.stop].sum())
+            moves_done += int(res.moves[sl].sum())
             bar.set_postfix(moves_per_s=f"{moves_done / (time.perf_counter() - start):,.0f}",
                             refresh=False)
     res.seconds = time.perf_counter() - start
