@@ -72,7 +72,7 @@ def _move_all(boards, masks, move_xor, line_reward, out_boards, out_masks, out_r
         bits = 0
         for d in range(4):
             nb, nm, reward = K.move(b, m, d, move_xor, line_reward)
-            if nb != b or nm != m or reward == K.TILE_OVERFLOW:
+            if K.is_legal(b, m, nb, nm, reward):
                 bits |= 1 << d
             out_boards[n, d] = nb
             out_masks[n, d] = nm

@@ -93,9 +93,10 @@ class Board:
     # --- rules ----------------------------------------------------------------------------------
 
     def move(self, move: Move | int) -> MoveResult:
-        bits, mask, reward = K.move(np.uint64(self.bits), self.mask, int(move), *K.tables())
-        after = Board(int(bits), int(mask))
-        return MoveResult(after, int(reward), after != self or reward == K.TILE_OVERFLOW)
+        b = np.uint64(self.bits)
+        bits, mask, reward = K.move(b, self.mask, int(move), *K.tables())
+        changed = bool(K.is_legal(b, self.mask, np.uint64(bits), mask, reward))
+        return MoveResult(Board(int(bits), int(mask)), int(reward), changed)
 
     @property
     def legal_mask(self) -> int:

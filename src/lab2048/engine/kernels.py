@@ -260,11 +260,18 @@ def move(b, m, d, move_xor, line_reward):
 
 
 @_jit
+def is_legal(b, m, nb, nm, reward):
+    """Whether a move from (b, m) to (nb, nm) with this reward is legal: it changes the board,
+    or it would merge two 2^16 tiles (legal in 2048, though the result cannot be stored)."""
+    return nb != b or nm != m or reward == TILE_OVERFLOW
+
+
+@_jit
 def _legal_mask_wide(b, m):
     legal = 0
     for d in range(4):
         nb, nm, reward = move_wide(b, m, d)
-        if nb != b or nm != m or reward == TILE_OVERFLOW:
+        if is_legal(b, m, nb, nm, reward):
             legal |= 1 << d
     return legal
 
