@@ -1,0 +1,231 @@
+"""`lab2048 check`: validate a packed dataset and summarise it.
+
+Checks, streamed shard by shard (a dataset never has to fit in RAM):
+- the shards load with the exact 46-byte dtype (Dataset does this);
+- each run's rows are contiguous with step_index 0..n-1, and `runs.steps` matches;
+- each recorded move is legal on its board;
+- consecutive boards follow: board[t+1] is move_dir applied to board[t] plus exactly one new
+  2 or 4 on a cell the move left empty (the 65536 mask follows the move too);
+- max_rank is the board's highest exponent, 65536 mask bits sit on nibble-15 cells, valuation
+  types are registered, and the sum of a run's rewards equals `runs.max_score`;
+- legality recomputed from the board is compared with `ev_legal`: disagreements are counted
+  and reported, not failed (some existing packs derive ev_legal from non-null teacher values).
+
+Problems are collected per run; `run` prints up to a few per run and returns 1 if any.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+from lab2048.data.dataset import Dataset
+from lab2048.engine import kernels as K
+
+# per-row problem bits
+BAD_MASK, ILLEGAL_MOVE, BAD_CHAIN, BAD_MAX_RANK, EV_LEGAL_DIFFERS = 1, 2, 4, 8, 16
+_ROW_PROBLEMS = {
+    BAD_MASK: "tile_65536_mask marks a cell that is not 15",
+    ILLEGAL_MOVE: "recorded move is illegal",
+    BAD_CHAIN: "next board is not the move plus one spawn",
+    BAD_MAX_RANK: "max_rank is not the highest exponent",
+}
+
+
+@njit(cache=True, nogil=True)
+def _is_one_spawn(after, after_mask, nxt, nxt_mask):
+    """nxt equals `after` with exactly one empty cell now holding exponent 1 or 2."""
+    if after_mask != nxt_mask:
+        return False
+    diff = after ^ nxt
+    if diff == 0:
+        return False
+    spawned = 0
+    for i in range(16):
+        shift = np.uint64(4 * i)
+        if (diff >> shift) & K.NIBBLE:
+            spawned += 1
+            if (after >> shift) & K.NIBBLE != 0:
+                return False
+            e = (nxt >> shift) & K.NIBBLE
+            if e != 1 and e != 2:
+                return False
+    return spawned == 1
+
+
+@njit(cache=True, nogil=True)
+def row_checks(run_id, step_index, board, mask, move_dir, ev_legal, max_rank,
+               move_xor, line_reward, flags, rewards):
+    """Per-row problem bits and rewards of one chunk; the chain check links row i to row i+1
+    when both belong to the same run with consecutive steps (the caller links chunks)."""
+    n = len(board)
+    for i in range(n):
+        b = board[i]
+        m = np.int64(mask[i])
+        f = 0
+        if not K.mask_is_valid(b, m):
+            flags[i] = BAD_MASK
+            rewards[i] = 0
+            continue
+        legal = K.legal_mask(b, m, move_xor, line_reward)
+        d = np.int64(move_dir[i])
+        if d > 3 or not (legal >> d) & 1:
+            f |= ILLEGAL_MOVE
+        if legal != np.int64(ev_legal[i]):
+            f |= EV_LEGAL_DIFFERS
+        if K.highest_exponent(b, m) != np.int64(max_rank[i]):
+            f |= BAD_MAX_RANK
+        reward = np.int64(0)
+        if not f & ILLEGAL_MOVE:
+            nb, nm, reward = K.move(b, m, d, move_xor, line_reward)
+            if reward == K.TILE_OVERFLOW:
+                reward = 0
+                if i + 1 < n and run_id[i + 1] == run_id[i]:
+                    f |= BAD_CHAIN  # a 2^17 move ends the game: nothing may follow
+            elif (i + 1 < n and run_id[i + 1] == run_id[i]
+                  and step_index[i + 1] == step_index[i] + 1
+                  and not _is_one_spawn(nb, nm, board[i + 1], np.int64(mask[i + 1]))):
+                f |= BAD_CHAIN
+        flags[i] = f
+        rewards[i] = reward
+
+
+@dataclass
+class CheckReport:
+    path: Path
+    rows: int = 0
+    shards: int = 0
+    runs: int = 0
+    problems: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+    ev_legal_differs: int = 0
+    valuation_counts: Counter = field(default_factory=Counter)
+    scores: np.ndarray | None = None
+    highest_tiles: np.ndarray | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _segments(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start indices and values of the maximal runs of equal ids."""
+    starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1]))) if len(ids) else \
+        np.zeros(0, np.int64)
+    return starts, ids[starts]
+
+
+def check_dataset(root: Path, chunk_rows: int = 1 << 20, progress=None) -> CheckReport:
+    ds = Dataset(root)
+    report = CheckReport(path=Path(root), rows=ds.num_rows, shards=len(ds.shards),
+                         runs=len(ds.runs["id"]))
+    move_xor, line_reward = K.tables()
+    known_types = set(ds.valuation_types.values())
+    names = {v: k for k, v in ds.valuation_types.items()}
+    seen: dict[int, list[int]] = {}  # run id -> [rows, reward sum]
+    order: list[int] = []  # run ids in order of appearance
+    prev = None  # last row of the previous chunk, to link chunks
+    for _, chunk in ds.iter_chunks(chunk_rows):
+        if progress is not None:
+            progress(len(chunk))
+        chunk = np.ascontiguousarray(chunk)
+        if prev is not None:  # link the chunk boundary with a two-row check
+            pair = np.concatenate((prev, chunk[:1]))
+            pair_flags, _ = _check_rows(pair, move_xor, line_reward)
+            if pair_flags[0] & BAD_CHAIN:
+                report.problems[int(pair[0]["run_id"])].append(
+                    f"step {int(pair[0]['step_index'])}: {_ROW_PROBLEMS[BAD_CHAIN]}")
+        flags, rewards = _check_rows(chunk, move_xor, line_reward)
+        ids = chunk["run_id"].astype(np.int64)
+        steps = chunk["step_index"].astype(np.int64)
+        starts, values = _segments(ids)
+        ends = np.append(starts[1:], len(ids))
+        for s, e, rid in zip(starts, ends, values, strict=True):
+            rid = int(rid)
+            expect = 0
+            if rid in seen:
+                if order[-1] != rid:
+                    report.problems[rid].append("rows are not contiguous")
+                    continue
+                expect = seen[rid][0]
+            else:
+                seen[rid] = [0, 0]
+                order.append(rid)
+            want = np.arange(expect, expect + (e - s))
+            if not np.array_equal(steps[s:e], want):
+                bad = int(np.flatnonzero(steps[s:e] != want)[0])
+                report.problems[rid].append(
+                    f"step_index {int(steps[s + bad])} where {int(want[bad])} was expected")
+            seen[rid][0] += e - s
+            seen[rid][1] += int(rewards[s:e].sum())
+        report.ev_legal_differs += int(np.count_nonzero(flags & EV_LEGAL_DIFFERS))
+        for bit, text in _ROW_PROBLEMS.items():
+            for i in np.flatnonzero(flags & bit):
+                report.problems[int(ids[i])].append(f"step {int(steps[i])}: {text}")
+        vt = chunk["valuation_type"]
+        for t, count in zip(*np.unique(vt, return_counts=True), strict=True):
+            report.valuation_counts[names.get(int(t), f"unregistered id {int(t)}")] += int(count)
+            if int(t) not in known_types:
+                report.problems[-1].append(
+                    f"valuation_type {int(t)} is not in valuation_types.json")
+        prev = chunk[-1:].copy() if len(chunk) else prev
+    runs = ds.runs
+    for rid, steps_, score in zip(runs["id"], runs["steps"], runs["max_score"], strict=True):
+        rid = int(rid)
+        if rid not in seen:
+            report.problems[rid].append("listed in metadata.db but has no rows")
+            continue
+        if seen[rid][0] != steps_:
+            report.problems[rid].append(f"runs.steps = {int(steps_)} but {seen[rid][0]} rows")
+        if seen[rid][1] != score:
+            report.problems[rid].append(
+                f"runs.max_score = {int(score):,} but the moves earn {seen[rid][1]:,}")
+    for rid in set(seen) - set(int(r) for r in runs["id"]):
+        report.problems[rid].append("has rows but no entry in metadata.db runs")
+    report.scores = runs["max_score"]
+    report.highest_tiles = runs["highest_tile"]
+    return report
+
+
+def _check_rows(rows: np.ndarray, move_xor, line_reward) -> tuple[np.ndarray, np.ndarray]:
+    flags = np.zeros(len(rows), np.int64)
+    rewards = np.zeros(len(rows), np.int64)
+    row_checks(rows["run_id"], rows["step_index"], rows["board"], rows["tile_65536_mask"],
+               rows["move_dir"], rows["ev_legal"], rows["max_rank"], move_xor, line_reward,
+               flags, rewards)
+    return flags, rewards
+
+
+def format_report(report: CheckReport, max_per_run: int = 5) -> str:
+    lines = [f"{report.path}: {report.runs:,} runs, {report.rows:,} steps in "
+             f"{report.shards} shard{'s' * (report.shards != 1)}"]
+    if report.scores is not None and len(report.scores):
+        s = report.scores
+        q = np.percentile(s, [0, 10, 50, 90, 100])
+        lines.append(f"score: mean {s.mean():,.0f}, min {q[0]:,.0f}, p10 {q[1]:,.0f}, "
+                     f"median {q[2]:,.0f}, p90 {q[3]:,.0f}, max {q[4]:,.0f}")
+        tiles, counts = np.unique(report.highest_tiles, return_counts=True)
+        lines.append("highest tile: " + ", ".join(
+            f"{int(t)}: {c} ({100 * c / len(s):.1f}%)" for t, c in zip(tiles, counts,
+                                                                       strict=True)))
+    if report.valuation_counts:
+        lines.append("valuation types: " + ", ".join(
+            f"{k}: {v:,} steps" for k, v in sorted(report.valuation_counts.items())))
+    lines.append(f"ev_legal differs from the board's legal moves on "
+                 f"{report.ev_legal_differs:,} steps")
+    if report.ok:
+        lines.append("OK: no problems found")
+        return "\n".join(lines)
+    total = sum(len(v) for v in report.problems.values())
+    lines.append(f"PROBLEMS: {total:,} in {len(report.problems):,} runs")
+    for rid in sorted(report.problems):
+        items = report.problems[rid]
+        where = "dataset" if rid < 0 else f"run {rid}"
+        for text in items[:max_per_run]:
+            lines.append(f"  {where}: {text}")
+        if len(items) > max_per_run:
+            lines.append(f"  {where}: ... and {len(items) - max_per_run:,} more")
+    return "\n".join(lines)
