@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 
-from datasets import engine_run, write_engine_dataset
 from lab2048.data.check import check_dataset, format_report
 from lab2048.data.dataset import (
     STEP_DTYPE,
@@ -21,6 +20,7 @@ from lab2048.data.dataset import (
     select_runs,
 )
 from lab2048.errors import UserError
+from synthetic import engine_run, write_engine_dataset
 
 
 def test_step_dtype_is_the_packed_macroxue_layout():

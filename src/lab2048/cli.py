@@ -13,8 +13,11 @@ from pathlib import Path
 
 from lab2048 import __version__
 from lab2048.config import add_config_args, build_config
+from lab2048.data.config import GenerateConfig
 from lab2048.errors import UserError
 from lab2048.play.config import PlayConfig
+
+PACK_FORMATS = ("macroxue-jsonl", "macroxue-text")
 
 
 def _play(args: argparse.Namespace) -> int:
@@ -41,6 +44,41 @@ def _replay(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from lab2048.data.check import check_dataset, format_report
+    from lab2048.data.dataset import Dataset, default_dataset
+
+    root = args.dataset or default_dataset()
+    rows = Dataset(root).num_rows
+    with tqdm(total=rows, unit="step", unit_scale=True, desc="check", dynamic_ncols=True,
+              disable=args.quiet or rows < 1 << 20) as bar:
+        report = check_dataset(root, progress=bar.update)
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from lab2048.data.generate import format_summary, generate
+
+    print(format_summary(generate(build_config(GenerateConfig, args), overwrite=args.overwrite)))
+    return 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from lab2048.data.pack import pack
+
+    report = pack(args.input, args.out, fmt=args.format, workers=args.workers,
+                  shard_rows=args.shard_rows, overwrite=args.overwrite)
+    print(f"{report.out}: {report.games:,} games, {report.steps:,} steps packed")
+    for name, reason in report.skipped:
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    if report.skipped:
+        print(f"{len(report.skipped)} game(s) skipped", file=sys.stderr)
+    return 1 if report.skipped else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lab2048",
@@ -62,6 +100,39 @@ def build_parser() -> argparse.ArgumentParser:
                        "agree. Exits 1 if any game disagrees.")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     p.set_defaults(run=_replay)
+
+    p = sub.add_parser("check", help="validate a packed dataset and summarise it",
+                       description="Check a packed dataset (dtype, run contiguity, step order, "
+                       "runs table, legality of every move, boards following from move + one "
+                       "spawn, ev_legal against the board) and print a summary. Problems are "
+                       "listed per run; exits 1 if there are any. Without DATASET, checks the "
+                       "small dataset embedded in the package.")
+    p.add_argument("dataset", nargs="?", type=Path, metavar="DATASET")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_check)
+
+    p = sub.add_parser("generate", help="play teacher games into a packed dataset",
+                       description="Play seeded games with the expectimax teacher in worker "
+                       "processes and write a packed dataset. An interrupted run resumes when "
+                       "the same command is run again.")
+    add_config_args(p, GenerateConfig)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing dataset (and discard a staged run with other "
+                   "settings)")
+    p.set_defaults(run=_generate)
+
+    p = sub.add_parser("pack", help="import Macroxue logs into a packed dataset",
+                       description="Import Macroxue logs (NAME.jsonl.gz + NAME.meta.json) or "
+                       "macroxue/2048-ai `-v` text output (.txt, .txt.gz) into a packed dataset. "
+                       "Malformed or inconsistent games are reported and skipped; the exit "
+                       "status is 1 if any was.")
+    p.add_argument("--input", type=Path, required=True, metavar="LOGDIR")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--format", choices=PACK_FORMATS, default=PACK_FORMATS[0])
+    p.add_argument("--workers", type=int, default=0, help="worker processes (0: all cores)")
+    p.add_argument("--shard-rows", type=int, default=1 << 20, help="rows per steps shard")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.set_defaults(run=_pack)
     return parser
 
 
