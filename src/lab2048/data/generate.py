@@ -1,0 +1,179 @@
+"""`lab2048 generate`: play seeded teacher games in worker processes into a packed dataset.
+
+Choices
+- Game i (0-based) plays seed + i and becomes run i + 1; the teacher is deterministic, so the
+  dataset depends only on the settings, never on the number of workers or on interruptions.
+- Resumable: each finished game is saved at once (temporary file + rename) in a staging
+  directory `.NAME.partial` beside the output, with the settings it was played with. Running
+  the same command again keeps the finished games and plays only the missing ones; different
+  settings are refused unless --overwrite (which then starts over). When every game is in,
+  the shards are written through DatasetWriter (renamed into place) and the staging removed.
+- Workers are processes (ProcessPoolExecutor, one game per task, `spawn` start method so no
+  numba state is forked); the parent only counts: a progress bar with games, moves/s and ETA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lab2048.data.config import GenerateConfig
+from lab2048.data.dataset import VALUATION_TYPES, DatasetWriter, Run, make_rows
+from lab2048.engine.conventions import EndReason
+from lab2048.errors import UserError
+from lab2048.teacher.config import TeacherConfig
+
+STAGING_VERSION = 1
+
+
+def staging_dir(out: Path) -> Path:
+    return out.with_name(f".{out.name}.partial")
+
+
+def _settings(cfg: GenerateConfig) -> dict:
+    """What makes the games what they are (not where they go or how many processes play)."""
+    return {"staging_version": STAGING_VERSION, "seed": cfg.seed, "games": cfg.games,
+            "max_moves": cfg.max_moves, "teacher": dataclasses.asdict(cfg.teacher)}
+
+
+def _game_path(staging: Path, index: int) -> Path:
+    return staging / f"game-{index:07d}.npz"
+
+
+def play_one(index: int, seed: int, teacher: TeacherConfig, max_moves: int,
+             staging: Path) -> tuple[int, int]:
+    """Worker: play game `index`, save it atomically; return (index, moves)."""
+    from lab2048.teacher import play_game
+
+    game = play_game(seed, teacher, max_moves=max_moves)
+    rows = make_rows(run_id=index + 1, seed=seed, boards=game.boards, masks=game.masks,
+                     moves=game.moves, ev_legal=game.ev_legal, max_rank=game.max_rank,
+                     board_eval=game.board_eval, branch_evs=game.branch_evs,
+                     valuation_type=VALUATION_TYPES["search"])
+    meta = np.array([seed, game.score, game.highest_tile, int(game.end_reason)], np.int64)
+    path = _game_path(staging, index)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, rows=rows, meta=meta, seconds=np.float64(game.seconds),
+                 nodes=np.int64(game.nodes))
+    os.replace(tmp, path)
+    return index, len(rows)
+
+
+def _prepare_staging(cfg: GenerateConfig, out: Path, overwrite: bool) -> tuple[Path, set[int]]:
+    """The staging directory (created or resumed) and the indices of games already finished."""
+    staging = staging_dir(out)
+    settings = _settings(cfg)
+    marker = staging / "settings.json"
+    if staging.exists():
+        try:
+            previous = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = None
+        if previous != settings:
+            if not overwrite:
+                raise UserError(f"{staging}: an interrupted run with other settings is there "
+                                "(pass --overwrite to discard it and start over)")
+            shutil.rmtree(staging)
+    if not staging.exists():
+        staging.mkdir(parents=True)
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps(settings, indent=2) + "\n")
+        os.replace(tmp, marker)
+    for stale in staging.glob(".game-*.tmp"):
+        stale.unlink()
+    done = {int(p.stem.split("-")[1]) for p in staging.glob("game-*.npz")}
+    return staging, {i for i in done if i < cfg.games}
+
+
+def generate(cfg: GenerateConfig, overwrite: bool = False, progress: bool = True) -> dict:
+    """Play the games (resuming), write the dataset; return a summary dict."""
+    out = Path(cfg.out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging, done = _prepare_staging(cfg, out, overwrite)
+    except OSError as e:
+        raise UserError(f"{out}: cannot prepare the staging directory ({e})") from None
+    todo = [i for i in range(cfg.games) if i not in done]
+    workers = min(cfg.workers or os.cpu_count() or 1, max(1, len(todo)))
+    start = time.perf_counter()
+    moves = 0
+    if done and todo:
+        print(f"resuming: {len(done)} of {cfg.games} games already played", file=sys.stderr)
+    with tqdm(total=cfg.games, initial=len(done), unit="game", disable=not progress,
+              dynamic_ncols=True, desc="generate") as bar:
+        if todo:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                pending = set()
+                queue = iter(todo)
+                for index in queue:  # keep 2 tasks per worker in flight
+                    pending.add(pool.submit(play_one, index, cfg.seed + index, cfg.teacher,
+                                            cfg.max_moves, staging))
+                    if len(pending) >= 2 * workers:
+                        break
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        _, n = future.result()
+                        moves += n
+                        bar.update(1)
+                        rate = moves / (time.perf_counter() - start)
+                        bar.set_postfix(moves_per_s=f"{rate:,.0f}", refresh=False)
+                        index = next(queue, None)
+                        if index is not None:
+                            pending.add(pool.submit(play_one, index, cfg.seed + index,
+                                                    cfg.teacher, cfg.max_moves, staging))
+    return _assemble(cfg, out, staging, overwrite, played=len(todo),
+                     seconds=time.perf_counter() - start, moves_played=moves)
+
+
+def _assemble(cfg: GenerateConfig, out: Path, staging: Path, overwrite: bool, played: int,
+              seconds: float, moves_played: int) -> dict:
+    session = {"source": "lab2048 generate", "teacher": json.dumps(dataclasses.asdict(cfg.teacher)),
+               "seed": str(cfg.seed), "games": str(cfg.games), "max_moves": str(cfg.max_moves)}
+    scores, highest, search_seconds, nodes = [], [], 0.0, 0
+    with DatasetWriter(out, session=session, overwrite=overwrite,
+                       shard_rows=cfg.shard_rows) as writer:
+        for index in range(cfg.games):
+            path = _game_path(staging, index)
+            try:
+                with np.load(path) as z:
+                    rows, meta = z["rows"], z["meta"]
+                    search_seconds += float(z["seconds"])
+                    nodes += int(z["nodes"])
+            except (OSError, ValueError, KeyError) as e:
+                raise UserError(f"{path}: unreadable staged game ({e}); delete it and run the "
+                                "same command again to replay it") from None
+            seed, score, tile, end = (int(x) for x in meta)
+            writer.add_run(Run(id=index + 1, seed=seed, steps=len(rows), max_score=score,
+                               highest_tile=tile, end_reason=EndReason(end).label), rows)
+            scores.append(score)
+            highest.append(tile)
+        steps = writer.rows
+    shutil.rmtree(staging, ignore_errors=True)
+    return {"out": str(out), "games": cfg.games, "played_now": played, "steps": steps,
+            "seconds": seconds, "moves_per_s_now": moves_played / seconds if seconds else 0.0,
+            "search_seconds": search_seconds, "nodes": nodes,
+            "mean_score": float(np.mean(scores)), "highest_tiles": highest}
+
+
+def format_summary(summary: dict) -> str:
+    tiles, counts = np.unique(summary["highest_tiles"], return_counts=True)
+    reach = ", ".join(f"{int(t)}: {c}" for t, c in zip(tiles, counts, strict=True))
+    speed = summary["steps"] / summary["search_seconds"] if summary["search_seconds"] else 0.0
+    return (f"{summary['out']}: {summary['games']} games ({summary['played_now']} played now), "
+            f"{summary['steps']:,} steps; mean score {summary['mean_score']:,.0f}; "
+            f"highest tiles {reach}; teacher {speed:,.0f} moves/s per worker")
