@@ -45,15 +45,14 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from lab2048.data.check import check_dataset, format_report
     from lab2048.data.dataset import Dataset, default_dataset
+    from lab2048.io import progress_bar
 
     root = args.dataset or default_dataset()
     rows = Dataset(root).num_rows
-    with tqdm(total=rows, unit="step", unit_scale=True, desc="check", dynamic_ncols=True,
-              disable=args.quiet or rows < 1 << 20) as bar:
+    with progress_bar(not args.quiet, total=rows, unit="step", unit_scale=True,
+                      desc="check") as bar:
         report = check_dataset(root, progress=bar.update)
     print(format_report(report))
     return 0 if report.ok else 1
@@ -77,6 +76,35 @@ def _pack(args: argparse.Namespace) -> int:
     if report.skipped:
         print(f"{len(report.skipped)} game(s) skipped", file=sys.stderr)
     return 1 if report.skipped else 0
+
+
+def _value_sidecar(args: argparse.Namespace) -> int:
+    from lab2048.data.sidecar import SidecarConfig, build_sidecar, format_summary
+
+    cfg = SidecarConfig(gamma=args.gamma, reward_scale=args.reward_scale, epsilon=args.epsilon)
+    meta = build_sidecar(args.dataset, cfg, output=args.output, workers=args.workers,
+                         overwrite=args.overwrite)
+    print(format_summary(meta, args.output or args.dataset))
+    return 0
+
+
+def _add_value_sidecar_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", type=Path, required=True, metavar="DIR")
+    p.add_argument("--gamma", type=float, default=0.997, help="discount (default: 0.997)")
+    p.add_argument("--reward-scale", type=float, default=1.0,
+                   help="reward_scaled = reward x this (default: 1.0)")
+    p.add_argument("--epsilon", type=float, default=0.001,
+                   help="eps of the h transform of return_scaled (default: 0.001)")
+    p.add_argument("--workers", type=int, default=0, help="threads (0: all cores)")
+    p.add_argument("--output", type=Path, metavar="DIR",
+                   help="where values-NNNNN.npy and values.json go (default: the dataset)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing sidecar")
+    p.set_defaults(run=_value_sidecar)
+
+
+_VALUE_SIDECAR_HELP = ("Compute per-step rewards and discounted returns (raw, and h-transformed "
+                       "of the scaled rewards) aligned 1:1 with a packed dataset's shards: "
+                       "values-NNNNN.npy and values.json.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,11 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-rows", type=int, default=1 << 20, help="rows per steps shard")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.set_defaults(run=_pack)
+
+    p = sub.add_parser("value-sidecar", help="rewards and discounted returns for a dataset",
+                       description=_VALUE_SIDECAR_HELP)
+    _add_value_sidecar_args(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return _run(build_parser().parse_args(argv))
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.run(args)
     except UserError as e:
@@ -146,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lab2048: interrupted; outputs written so far are intact", file=sys.stderr)
         return 130
+
+
+def value_sidecar_main() -> int:
+    """The `value-sidecar` command: `lab2048 value-sidecar` under its own name."""
+    parser = argparse.ArgumentParser(prog="value-sidecar", description=_VALUE_SIDECAR_HELP)
+    _add_value_sidecar_args(parser)
+    return _run(parser.parse_args())
 
 
 if __name__ == "__main__":

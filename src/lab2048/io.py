@@ -49,3 +49,11 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def progress_bar(enabled: bool = True, **kwargs):
+    """A tqdm bar on stderr, shown only when stderr is a terminal (logs and pipes stay clean,
+    and an error stays one line) and `enabled`."""
+    from tqdm import tqdm
+
+    return tqdm(disable=None if enabled else True, dynamic_ncols=True, **kwargs)

@@ -58,7 +58,7 @@ def _is_one_spawn(after, after_mask, nxt, nxt_mask):
 
 
 @njit(cache=True, nogil=True)
-def row_checks(run_id, step_index, board, mask, move_dir, ev_legal, max_rank,
+def row_checks_kernel(run_id, step_index, board, mask, move_dir, ev_legal, max_rank,
                move_xor, line_reward, flags, rewards):
     """Per-row problem bits and rewards of one chunk; the chain check links row i to row i+1
     when both belong to the same run with consecutive steps (the caller links chunks)."""
@@ -134,11 +134,11 @@ def check_dataset(root: Path, chunk_rows: int = 1 << 20, progress=None) -> Check
         chunk = np.ascontiguousarray(chunk)
         if prev is not None:  # link the chunk boundary with a two-row check
             pair = np.concatenate((prev, chunk[:1]))
-            pair_flags, _ = _check_rows(pair, move_xor, line_reward)
+            pair_flags, _ = check_rows(pair, move_xor, line_reward)
             if pair_flags[0] & BAD_CHAIN:
                 report.problems[int(pair[0]["run_id"])].append(
                     f"step {int(pair[0]['step_index'])}: {_ROW_PROBLEMS[BAD_CHAIN]}")
-        flags, rewards = _check_rows(chunk, move_xor, line_reward)
+        flags, rewards = check_rows(chunk, move_xor, line_reward)
         ids = chunk["run_id"].astype(np.int64)
         steps = chunk["step_index"].astype(np.int64)
         starts, values = _segments(ids)
@@ -190,12 +190,13 @@ def check_dataset(root: Path, chunk_rows: int = 1 << 20, progress=None) -> Check
     return report
 
 
-def _check_rows(rows: np.ndarray, move_xor, line_reward) -> tuple[np.ndarray, np.ndarray]:
+def check_rows(rows: np.ndarray, move_xor, line_reward) -> tuple[np.ndarray, np.ndarray]:
+    """(problem bits, rewards) of consecutive step rows (see row_checks_kernel)."""
     flags = np.zeros(len(rows), np.int64)
     rewards = np.zeros(len(rows), np.int64)
-    row_checks(rows["run_id"], rows["step_index"], rows["board"], rows["tile_65536_mask"],
-               rows["move_dir"], rows["ev_legal"], rows["max_rank"], move_xor, line_reward,
-               flags, rewards)
+    row_checks_kernel(rows["run_id"], rows["step_index"], rows["board"],
+                      rows["tile_65536_mask"], rows["move_dir"], rows["ev_legal"],
+                      rows["max_rank"], move_xor, line_reward, flags, rewards)
     return flags, rewards
 
 

@@ -25,12 +25,12 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from lab2048.data.config import GenerateConfig
 from lab2048.data.dataset import VALUATION_TYPES, DatasetWriter, Run, make_rows
 from lab2048.engine.conventions import EndReason
 from lab2048.errors import UserError
+from lab2048.io import progress_bar
 from lab2048.teacher.config import TeacherConfig
 
 STAGING_VERSION = 1
@@ -112,8 +112,8 @@ def generate(cfg: GenerateConfig, overwrite: bool = False, progress: bool = True
     moves = 0
     if done and todo:
         print(f"resuming: {len(done)} of {cfg.games} games already played", file=sys.stderr)
-    with tqdm(total=cfg.games, initial=len(done), unit="game", disable=not progress,
-              dynamic_ncols=True, desc="generate") as bar:
+    with progress_bar(progress, total=cfg.games, initial=len(done), unit="game",
+                      desc="generate") as bar:
         if todo:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:

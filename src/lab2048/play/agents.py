@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
-from tqdm import tqdm
 
 from lab2048.engine import kernels as K
 from lab2048.engine.conventions import EndReason
+from lab2048.io import progress_bar
 from lab2048.play.config import AGENTS
 
 AGENT_SALT = np.uint64(0xA6E17A6E17A6E17)
@@ -147,7 +147,7 @@ def play_games(agent: str, seeds, max_moves: int = 1_000_000, progress: bool = T
     start = time.perf_counter()
     chunk = max(1, min(64, g // 50))
     moves_done = 0
-    with tqdm(total=g, unit="game", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(progress, total=g, unit="game") as bar:
         for lo in range(0, g, chunk):
             sl = slice(lo, min(g, lo + chunk))
             _play_many(index, seeds[sl], max_moves, *tables, res.scores[sl], res.moves[sl],

@@ -1,0 +1,459 @@
+"""Value sidecar: per-step rewards and discounted returns aligned 1:1 with a packed dataset.
+
+For every step row t of a run (docs/design.md, "Value sidecar"):
+
+    reward[t]        = merge reward of move_dir[t] on board[t]          (exact, 65536 included)
+    reward_scaled[t] = reward[t] * reward_scale
+    return_raw[t]    = G[t] = sum_k gamma^k reward[t+k]  (to the run's last step)
+    return_scaled[t] = h(reward_scale * G[t])    (= h of the return of the scaled rewards)
+
+Choices
+- Rewards are recomputed from the packed board and move with the engine, while checking that
+  every move is legal and every next board is the move plus one spawn (`check.check_rows`); a
+  run that does not follow from its moves is refused, naming the shard and run.
+- Parallel even for one long run: the rows are cut into chunks on the global row grid (a chunk
+  may span two shards, so sharding never changes the arithmetic). Pass 1
+  (threads, numba without the GIL) computes rewards and, per chunk, the discounted return of its
+  first run segment with a zero tail. A sequential scan over the chunks (one number each) turns
+  those into the return flowing into each chunk from the next. Pass 2 (threads) runs the
+  backward recurrence G[t] = r[t] + gamma G[t+1] from that carry, in float64, and stores float32.
+  The result is bit for bit the same for any sharding (the tests re-shard a dataset to show
+  it); another chunk size changes only float64 rounding.
+- Truncated episodes: the rows hold the board before each move, never the final board. A run
+  counts as finished when its last move makes 2^17 or when some spawn after it leaves no legal
+  move; otherwise it was cut short (e.g. by a move limit) and is listed in values.json.
+- values.json records the format version, gamma, reward_scale, eps, per-shard row counts and a
+  BLAKE2b fingerprint of every steps shard and every values shard. `open_sidecar` refuses a
+  sidecar that does not match its dataset and checks (run_id, step_index) row by row.
+- Safe output: shards are written into a temporary directory; the old values.json is removed
+  first, then the new shards are renamed into place and values.json written last. A run killed
+  while computing leaves the previous sidecar intact; the millisecond swap at the end is guarded
+  by the values fingerprints (a mixed set is refused, never silently used).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+from lab2048.data.check import BAD_CHAIN, BAD_MASK, ILLEGAL_MOVE, check_rows
+from lab2048.data.dataset import Dataset
+from lab2048.engine import kernels as K
+from lab2048.errors import UserError
+from lab2048.io import progress_bar
+from lab2048.value_transform import DEFAULT_EPSILON, h
+
+FORMAT_VERSION = 1
+VALUES_DTYPE = np.dtype([("run_id", "<u4"), ("step_index", "<u4"), ("reward", "<f4"),
+                         ("reward_scaled", "<f4"), ("return_raw", "<f4"),
+                         ("return_scaled", "<f4")])
+CHUNK_ROWS = 1 << 20
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    gamma: float = 0.997
+    reward_scale: float = 1.0
+    epsilon: float = DEFAULT_EPSILON
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma <= 1.0:
+            raise UserError(f"gamma must be in [0, 1], got {self.gamma}")
+        if not (np.isfinite(self.reward_scale) and self.reward_scale > 0):
+            raise UserError(f"reward scale must be a positive number, got {self.reward_scale}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise UserError(f"epsilon must be in [0, 1], got {self.epsilon}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The maths: one backward recurrence, restartable from a carry
+
+
+@njit(cache=True, nogil=True)
+def discounted_returns(rewards, run_ids, gamma, carry, out):
+    """out[t] = rewards[t] + gamma * out[t+1] within a run, backwards; the last row continues
+    `carry` (the return at the row after the chunk, 0.0 if the run ends here). float64."""
+    n = len(rewards)
+    g = carry
+    for t in range(n - 1, -1, -1):
+        if t < n - 1 and run_ids[t] != run_ids[t + 1]:
+            g = 0.0
+        g = rewards[t] + gamma * g
+        out[t] = g
+
+
+@njit(cache=True, nogil=True)
+def head_return(rewards, run_ids, gamma):
+    """(return at row 0 from this chunk's rows of its first run, length of that segment)."""
+    n = 0
+    while n < len(run_ids) and run_ids[n] == run_ids[0]:
+        n += 1
+    g = 0.0
+    for t in range(n - 1, -1, -1):
+        g = rewards[t] + gamma * g
+    return g, n
+
+
+def chunk_carries(heads: list[tuple[float, int]], lengths: list[int],
+                  continues: list[bool], gamma: float) -> list[float]:
+    """The return flowing into each chunk's last row from the chunks after it.
+
+    heads[c] = (return at chunk c's first row counting only chunk c, length of its first run
+    segment); continues[c]: chunk c's last run goes on in chunk c+1. Backwards over chunks:
+    G(first row of c) = head_c + gamma^len_c * carry_c if chunk c is one run segment, and
+    carry_c = G(first row of c+1) if continues[c] else 0.
+    """
+    carries = [0.0] * len(heads)
+    next_first = 0.0  # G at the first row of chunk c+1
+    for c in range(len(heads) - 1, -1, -1):
+        carries[c] = next_first if continues[c] else 0.0
+        g, seg = heads[c]
+        whole = seg == lengths[c]
+        next_first = g + (gamma ** seg) * carries[c] if whole else g
+    return carries
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks on the last move of a run
+
+
+@njit(cache=True, nogil=True)
+def ends_game(b, m, d, move_xor, line_reward):
+    """Whether the game can be over after move d: it makes 2^17, or a 2 or 4 on the one empty
+    cell left leaves no legal move."""
+    nb, nm, reward = K.move(b, m, d, move_xor, line_reward)
+    if reward == K.TILE_OVERFLOW:
+        return True
+    if K.count_empty(nb) != 1:
+        return False
+    for i in range(16):
+        shift = np.uint64(60 - 4 * i)
+        if (nb >> shift) & K.NIBBLE == 0:
+            for e in (1, 2):
+                if K.legal_mask(nb | (np.uint64(e) << shift), nm, move_xor, line_reward) == 0:
+                    return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+@dataclass
+class _Chunk:
+    """Global rows [start, stop), as pieces (shard, a, b) of shard rows; chunks are cut on the
+    global row grid, so the arithmetic (and the result, bit for bit) ignores the sharding."""
+
+    start: int
+    stop: int
+    pieces: list[tuple[int, int, int]]
+
+    def read(self, arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([arrays[s][a:b] for s, a, b in self.pieces])
+
+    def write(self, arrays: list[np.ndarray], values: np.ndarray) -> None:
+        at = 0
+        for s, a, b in self.pieces:
+            arrays[s][a:b] = values[at:at + b - a]
+            at += b - a
+
+    def where(self, ds: Dataset, i: int) -> str:
+        """'SHARD: row R' for the chunk's i-th row."""
+        for s, a, b in self.pieces:
+            if i < b - a:
+                return f"{ds.shard_paths[s]}: row {a + i}"
+            i -= b - a
+        raise IndexError(i)
+
+
+def _cut(lengths: list[int], chunk_rows: int) -> list[_Chunk]:
+    offsets = np.concatenate(([0], np.cumsum(lengths))).tolist()
+    chunks = []
+    for start in range(0, offsets[-1], chunk_rows):
+        stop = min(start + chunk_rows, offsets[-1])
+        pieces = [(s, max(start, lo) - lo, min(stop, hi) - lo)
+                  for s, (lo, hi) in enumerate(itertools.pairwise(offsets))
+                  if lo < stop and hi > start]
+        chunks.append(_Chunk(start, stop, pieces))
+    return chunks
+
+
+@dataclass
+class _ChunkInfo:
+    """What pass 1 learns about a chunk; the sequential link step needs only this."""
+
+    head: float  # return at the first row from the chunk's rows of its first run
+    head_len: int  # rows of the first run in the chunk
+    rows: int
+    first: np.void  # first and last step rows
+    last: np.void
+    seg_ids: np.ndarray  # run id of each run segment in the chunk, in order
+    seg_sums: np.ndarray  # reward sum of each segment
+    seg_ended: np.ndarray  # whether the game can be over after the segment's last move
+
+
+def _fingerprint(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return "blake2b-128:" + digest.hexdigest()
+
+
+_FATAL = {BAD_MASK: "tile_65536_mask marks a cell that is not 15",
+          ILLEGAL_MOVE: "its recorded move is illegal",
+          BAD_CHAIN: "its next board is not the move plus one spawn"}
+
+
+def _pass1(ds: Dataset, chunk: _Chunk, outs: list[np.ndarray], cfg: SidecarConfig,
+           tables) -> _ChunkInfo:
+    """Check the chunk's rows, store run_id, step_index and the rewards, summarise it."""
+    rows = chunk.read(ds.shards)
+    flags, rewards = check_rows(rows, *tables)
+    fatal = flags & (BAD_MASK | ILLEGAL_MOVE | BAD_CHAIN)
+    if fatal.any():
+        i = int(np.flatnonzero(fatal)[0])
+        what = next(text for bit, text in _FATAL.items() if flags[i] & bit)
+        raise UserError(f"{chunk.where(ds, i)}: run {int(rows['run_id'][i])} step "
+                        f"{int(rows['step_index'][i])}: {what}")
+    ids, steps = rows["run_id"], rows["step_index"].astype(np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+    same = ids[1:] == ids[:-1]
+    bad = np.flatnonzero(same & (steps[1:] != steps[:-1] + 1)) + 1
+    if bad.size or (steps[starts[1:]] != 0).any():
+        i = int(bad[0]) if bad.size else int(starts[1:][steps[starts[1:]] != 0][0])
+        raise UserError(f"{chunk.where(ds, i)}: run {int(ids[i])} has step {int(steps[i])} "
+                        "(rows out of order)")
+    ends = np.append(starts[1:], len(rows)) - 1
+    ended = np.array([ends_game(rows["board"][e], np.int64(rows["tile_65536_mask"][e]),
+                                np.int64(rows["move_dir"][e]), *tables) for e in ends])
+    out = np.zeros(len(rows), VALUES_DTYPE)
+    out["run_id"], out["step_index"] = ids, rows["step_index"]
+    out["reward"] = rewards
+    with np.errstate(over="ignore"):  # checked for non-finite values in pass 2
+        out["reward_scaled"] = rewards * cfg.reward_scale
+    chunk.write(outs, out)
+    head, head_len = head_return(rewards.astype(np.float64), ids, cfg.gamma)
+    return _ChunkInfo(head, head_len, len(rows), rows[0], rows[-1], ids[starts].astype(np.int64),
+                      np.add.reduceat(rewards, starts), ended)
+
+
+def _link(ds: Dataset, chunks: list[_Chunk], infos: list[_ChunkInfo], tables) -> tuple[
+        list[bool], dict[int, int], dict[int, bool]]:
+    """Across chunk edges, in order: runs continue correctly and are contiguous.
+
+    Returns (continues[c], reward sum per run, whether each run's game can be over)."""
+    continues = [False] * len(chunks)
+    sums: dict[int, int] = {}
+    ended: dict[int, bool] = {}
+    for c, (chunk, info) in enumerate(zip(chunks, infos, strict=True)):
+        where = chunk.where(ds, 0)
+        first_id = int(info.first["run_id"])
+        prev = infos[c - 1].last if c else None
+        if prev is not None and int(prev["run_id"]) == first_id:
+            flags, _ = check_rows(np.stack([prev, info.first]), *tables)
+            if info.first["step_index"] != prev["step_index"] + 1 or flags[0] & BAD_CHAIN:
+                raise UserError(f"{where}: run {first_id} does not continue correctly (step "
+                                f"{int(info.first['step_index'])} after "
+                                f"{int(prev['step_index'])})")
+            continues[c - 1] = True
+            sums[first_id] += int(info.seg_sums[0])
+            ended[first_id] = bool(info.seg_ended[0])
+            new = slice(1, None)
+        elif info.first["step_index"] != 0:
+            raise UserError(f"{where}: run {first_id} starts at step "
+                            f"{int(info.first['step_index'])}")
+        else:
+            new = slice(0, None)
+        for rid, total, over in zip(info.seg_ids[new].tolist(), info.seg_sums[new].tolist(),
+                                    info.seg_ended[new].tolist(), strict=True):
+            if rid in sums:
+                raise UserError(f"{where}: the rows of run {rid} are not contiguous")
+            sums[rid], ended[rid] = total, over
+    return continues, sums, ended
+
+
+def build_sidecar(dataset: Path, cfg: SidecarConfig, output: Path | None = None,
+                  workers: int = 0, overwrite: bool = False, chunk_rows: int = CHUNK_ROWS,
+                  progress: bool = True) -> dict:
+    """Compute and write the sidecar of `dataset` into `output` (default: the dataset itself).
+
+    Returns the summary that values.json also holds."""
+    ds = Dataset(dataset)
+    output = Path(output) if output else ds.root
+    target = output / "values.json"
+    if target.exists() and not overwrite:
+        raise UserError(f"{target}: a sidecar already exists (pass --overwrite to replace it)")
+    workers = workers or os.cpu_count() or 1
+    chunks = _cut([len(shard) for shard in ds.shards], chunk_rows)
+    tables = K.tables()
+    started = time.perf_counter()
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".values.", suffix=".tmp", dir=output))
+    except OSError as e:
+        raise UserError(f"{output}: cannot write the sidecar here ({e.strerror})") from None
+    try:
+        outs = [np.lib.format.open_memmap(tmp / f"values-{i:05d}.npy", mode="w+",
+                                          dtype=VALUES_DTYPE, shape=(len(shard),))
+                for i, shard in enumerate(ds.shards)]
+        with progress_bar(progress, total=2 * ds.num_rows, unit="row", unit_scale=True,
+                          desc="value-sidecar") as bar, \
+                ThreadPoolExecutor(workers) as pool:
+
+            def first_pass(c: int) -> _ChunkInfo:
+                info = _pass1(ds, chunks[c], outs, cfg, tables)
+                bar.update(info.rows)
+                return info
+
+            infos = list(pool.map(first_pass, range(len(chunks))))
+            continues, sums, ended = _link(ds, chunks, infos, tables)
+            carries = chunk_carries([(i.head, i.head_len) for i in infos],
+                                    [i.rows for i in infos], continues, cfg.gamma)
+
+            def second_pass(c: int) -> None:
+                out = chunks[c].read(outs)
+                g = np.empty(len(out), np.float64)
+                discounted_returns(out["reward"].astype(np.float64), out["run_id"], cfg.gamma,
+                                   carries[c], g)
+                with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+                    out["return_raw"] = g
+                    out["return_scaled"] = h(g * cfg.reward_scale, cfg.epsilon)
+                for name in ("reward_scaled", "return_raw", "return_scaled"):
+                    if not np.isfinite(out[name]).all():
+                        raise UserError(f"{chunks[c].where(ds, 0)}: non-finite {name} (gamma "
+                                        f"{cfg.gamma}, reward scale {cfg.reward_scale})")
+                chunks[c].write(outs, out)
+                bar.update(len(out))
+
+            list(pool.map(second_pass, range(len(chunks))))
+            for arr in outs:
+                arr.flush()
+            outs = None  # unmap before hashing and renaming
+            steps_prints = list(pool.map(_fingerprint, ds.shard_paths))
+            value_prints = list(pool.map(_fingerprint, sorted(tmp.glob("values-*.npy"))))
+        runs = {int(r): int(score) for r, score in zip(ds.runs["id"], ds.runs["max_score"],
+                                                       strict=True)}
+        orphans = sorted(set(sums) - set(runs))
+        if orphans:
+            raise UserError(f"{ds.root / 'metadata.db'}: runs {orphans[:5]} have rows but no "
+                            "entry in the runs table")
+        meta = {
+            "format_version": FORMAT_VERSION, "gamma": cfg.gamma,
+            "reward_scale": cfg.reward_scale, "epsilon": cfg.epsilon,
+            "target": "discounted_return", "transform": "muzero_h",
+            "shards": [{"steps": p.name, "values": f"values-{i:05d}.npy", "rows": len(s),
+                        "steps_fingerprint": fs, "values_fingerprint": fv}
+                       for i, (p, s, fs, fv) in enumerate(zip(
+                           ds.shard_paths, ds.shards, steps_prints, value_prints, strict=True))],
+            "rows": ds.num_rows, "runs": len(sums),
+            "score_mismatches": sorted(r for r, total in sums.items() if runs[r] != total),
+            "truncated_runs": sorted(r for r, over in ended.items() if not over),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        _publish(tmp, output, meta)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def _publish(tmp: Path, output: Path, meta: dict) -> None:
+    target = output / "values.json"
+    (tmp / "values.json").write_text(json.dumps(meta, indent=2) + "\n")
+    target.unlink(missing_ok=True)  # from here on the old sidecar is invalid, never mixed
+    for old in output.glob("values-*.npy"):
+        if not (tmp / old.name).exists():
+            old.unlink()
+    for new in sorted(tmp.glob("values-*.npy")):
+        os.replace(new, output / new.name)
+    os.replace(tmp / "values.json", target)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file (build it with `lab2048 value-sidecar`)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    keys = {"format_version", "gamma", "reward_scale", "epsilon", "shards"}
+    if not isinstance(meta, dict) or not keys <= set(meta):
+        raise UserError(f"{path}: not a values.json (needs {', '.join(sorted(keys))})")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise UserError(f"{path}: format version {meta['format_version']!r}, this lab2048 "
+                        f"reads {FORMAT_VERSION}")
+    return meta
+
+
+def open_sidecar(dataset: Path | Dataset, sidecar: Path | None = None,
+                 fingerprints: bool = True) -> tuple[dict, list[np.ndarray]]:
+    """(values.json, memory-mapped values shards) of a dataset's sidecar, verified.
+
+    Refuses (UserError) a sidecar whose shards, row counts or fingerprints do not match the
+    dataset, and checks (run_id, step_index) against the steps shards row by row.
+    `fingerprints=False` skips hashing the files (a full read) but not the row-by-row check."""
+    ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+    root = Path(sidecar) if sidecar else ds.root
+    path = root / "values.json"
+    meta = _read_meta(path)
+    names = [p.name for p in ds.shard_paths]
+    if [s.get("steps") for s in meta["shards"]] != names:
+        raise UserError(f"{path}: made for shards {[s.get('steps') for s in meta['shards']]}, "
+                        f"the dataset has {names}")
+    values = []
+    for entry, steps_path, steps in zip(meta["shards"], ds.shard_paths, ds.shards, strict=True):
+        vpath = root / entry["values"]
+        if entry["rows"] != len(steps):
+            raise UserError(f"{path}: {steps_path.name} has {len(steps)} rows, the sidecar was "
+                            f"made for {entry['rows']} (stale sidecar)")
+        if fingerprints and _fingerprint(steps_path) != entry["steps_fingerprint"]:
+            raise UserError(f"{steps_path}: changed since the sidecar was made (fingerprint "
+                            "differs); rebuild it with `lab2048 value-sidecar --overwrite`")
+        try:
+            if fingerprints and _fingerprint(vpath) != entry["values_fingerprint"]:
+                raise UserError(f"{vpath}: does not match values.json (fingerprint differs)")
+            arr = np.load(vpath, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            raise UserError(f"{vpath}: no such file") from None
+        except (ValueError, OSError, EOFError) as e:
+            raise UserError(f"{vpath}: not a readable .npy shard ({e})") from None
+        if arr.dtype != VALUES_DTYPE or arr.shape != (len(steps),):
+            raise UserError(f"{vpath}: expected {len(steps)} rows of {VALUES_DTYPE}, got "
+                            f"{arr.shape} of {arr.dtype}")
+        for a in range(0, len(steps), CHUNK_ROWS):
+            s, v = steps[a:a + CHUNK_ROWS], arr[a:a + CHUNK_ROWS]
+            bad = (s["run_id"] != v["run_id"]) | (s["step_index"] != v["step_index"])
+            if bad.any():
+                i = a + int(np.flatnonzero(bad)[0])
+                raise UserError(f"{vpath}: row {i} is run {int(arr['run_id'][i])} step "
+                                f"{int(arr['step_index'][i])}, the dataset has run "
+                                f"{int(steps['run_id'][i])} step {int(steps['step_index'][i])}")
+        values.append(arr)
+    return meta, values
+
+
+def format_summary(meta: dict, output: Path) -> str:
+    truncated, mismatched = meta["truncated_runs"], meta["score_mismatches"]
+    lines = [f"{output}: value sidecar for {meta['rows']:,} steps of {meta['runs']:,} runs in "
+             f"{len(meta['shards'])} shard(s), gamma {meta['gamma']}, reward scale "
+             f"{meta['reward_scale']}, eps {meta['epsilon']} ({meta['seconds']:.1f} s)",
+             f"runs whose rewards sum to runs.max_score: {meta['runs'] - len(mismatched):,} of "
+             f"{meta['runs']:,}" + (f" (differ: {mismatched[:10]})" if mismatched else ""),
+             f"truncated runs (last move cannot end the game): {len(truncated):,}"
+             + (f" {truncated[:10]}" if truncated else "")]
+    return "\n".join(lines)
