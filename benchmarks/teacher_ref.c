@@ -1,0 +1,239 @@
+/* The baseline of benchmarks/teacher.py: a plain C expectimax with the same structure as
+ * lab2048.teacher.search, so both do the same work and must find the same values.
+ *
+ * Same as the numba search: the line heuristic table (read from a file the benchmark writes
+ * from lab2048.teacher.heuristic.LINE_TABLE), LOST_VALUE, the depth rule, the spawn order
+ * (cells from the low nibble up, a 2 then a 4), the probability cutoff, the transposition
+ * table (16-byte entries, one slot, always replace, epoch * 16 + plies tags, a new epoch per
+ * root search), the node count and the order of every floating-point operation. Boards without
+ * 2^16 tiles only: a line needing the wide path (32768 + 32768) is reported as an error.
+ *
+ * usage: teacher_ref TABLE.f32 BOARDS.u64 DEPTH MAX_DEPTH ADAPTIVE OFFSET CUTOFF TT_BITS REPS
+ *                    VALUES_OUT.f64
+ * writes the 4 move values of each board (0 where illegal) to VALUES_OUT and prints one JSON
+ * object: best-of-REPS seconds and the total node count.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+typedef uint64_t u64;
+
+#define LOST_VALUE (-1600000.0)
+#define HASH_MUL 0x9E3779B97F4A7C15ULL
+
+static u64 move_xor[4][65536];
+static int32_t line_reward[65536];
+static float line_table[65536];
+
+typedef struct {
+    u64 board;
+    float value;
+    uint32_t tag;
+} entry;
+
+static entry *tt;
+static int tt_shift;
+static uint32_t epoch;
+static double cutoff;
+static int64_t nodes;
+static int wide_needed;
+
+static void build_tables(void) {
+    for (unsigned line = 0; line < 65536; line++) {
+        for (int rev = 0; rev < 2; rev++) {
+            int cells[4], out[4] = {0, 0, 0, 0}, n = 0, open = -1;
+            int32_t reward = 0;
+            for (int k = 0; k < 4; k++) cells[rev ? 3 - k : k] = (line >> (12 - 4 * k)) & 15;
+            for (int k = 0; k < 4; k++) {
+                int e = cells[k];
+                if (!e) continue;
+                if (open >= 0 && out[open] == e) {
+                    out[open] = e + 1;
+                    reward += 1 << (e + 1);
+                    open = -1;
+                } else {
+                    out[n] = e;
+                    open = n++;
+                }
+            }
+            unsigned moved = 0;
+            for (int k = 0; k < 4; k++) {
+                int e = out[rev ? 3 - k : k];
+                if (e > 15) reward = -(1 << 24), e = 15;
+                moved |= (unsigned)e << (12 - 4 * k);
+            }
+            u64 diff = line ^ moved, col = 0;
+            for (int k = 0; k < 4; k++) col |= ((diff >> (12 - 4 * k)) & 15) << (60 - 16 * k);
+            move_xor[rev ? 3 : 2][line] = diff;
+            move_xor[rev ? 1 : 0][line] = col;
+            line_reward[line] = reward;
+        }
+    }
+}
+
+static inline u64 transpose(u64 x) {
+    u64 a1 = x & 0xF0F00F0FF0F00F0FULL, a2 = x & 0x0000F0F00000F0F0ULL;
+    u64 a3 = x & 0x0F0F00000F0F0000ULL;
+    u64 a = a1 | (a2 << 12) | (a3 >> 12);
+    u64 b1 = a & 0xFF00FF0000FF00FFULL, b2 = a & 0x00FF00FF00000000ULL;
+    u64 b3 = a & 0x00000000FF00FF00ULL;
+    return b1 | (b2 >> 24) | (b3 << 24);
+}
+
+static inline u64 move(u64 b, int d) {
+    const u64 *t = move_xor[d];
+    u64 out, l0, l1, l2, l3;
+    if (d >= 2) {
+        l0 = (b >> 48) & 0xFFFF; l1 = (b >> 32) & 0xFFFF; l2 = (b >> 16) & 0xFFFF; l3 = b & 0xFFFF;
+        out = b ^ (t[l0] << 48) ^ (t[l1] << 32) ^ (t[l2] << 16) ^ t[l3];
+    } else {
+        u64 x = transpose(b);
+        l0 = (x >> 48) & 0xFFFF; l1 = (x >> 32) & 0xFFFF; l2 = (x >> 16) & 0xFFFF; l3 = x & 0xFFFF;
+        out = b ^ t[l0] ^ (t[l1] >> 4) ^ (t[l2] >> 8) ^ (t[l3] >> 12);
+    }
+    if ((line_reward[l0] | line_reward[l1] | line_reward[l2] | line_reward[l3]) < 0)
+        wide_needed = 1;
+    return out;
+}
+
+static inline double heuristic(u64 b) {
+    u64 t = transpose(b);
+    return (double)line_table[(b >> 48) & 0xFFFF] + (double)line_table[(b >> 32) & 0xFFFF]
+         + (double)line_table[(b >> 16) & 0xFFFF] + (double)line_table[b & 0xFFFF]
+         + (double)line_table[(t >> 48) & 0xFFFF] + (double)line_table[(t >> 32) & 0xFFFF]
+         + (double)line_table[(t >> 16) & 0xFFFF] + (double)line_table[t & 0xFFFF];
+}
+
+static inline int has_zero_nibble(u64 x) {
+    return ((x - 0x1111111111111111ULL) & ~x & 0x8888888888888888ULL) != 0;
+}
+
+static inline double board_eval(u64 b) {
+    if (!has_zero_nibble(b)
+        && !has_zero_nibble((b ^ (b >> 4)) | 0xF000F000F000F000ULL)
+        && !has_zero_nibble((b ^ (b >> 16)) | 0xFFFF000000000000ULL))
+        return LOST_VALUE;
+    return heuristic(b);
+}
+
+static int count_empty(u64 b) {
+    int n = 0;
+    for (int i = 0; i < 16; i++) n += ((b >> (4 * i)) & 15) == 0;
+    return n;
+}
+
+static double chance_value(u64 a, int plies, double prob) {
+    nodes++;
+    if (prob < cutoff) return heuristic(a);
+    entry *e = &tt[(a * HASH_MUL) >> tt_shift];
+    if (e->board == a && e->tag >> 4 == epoch && (int)(e->tag & 15) >= plies)
+        return (double)e->value;
+    int n = count_empty(a), full = n == 1;
+    double total = 0.0, v2 = 0.0;
+    u64 two = 1;
+    for (int i = 0; i < 16; i++, two <<= 4) {
+        if (a & (two * 15)) continue;
+        for (int tile = 0; tile < 2; tile++) {
+            u64 c = a | (two << tile);
+            double q = prob * (tile == 0 ? 0.9 : 0.1) / n, v;
+            nodes++;
+            if (plies == 1) {
+                v = full ? board_eval(c) : heuristic(c);
+            } else {
+                v = -INFINITY;
+                for (int d = 0; d < 4; d++) {
+                    u64 nb = move(c, d);
+                    if (nb == c) continue;
+                    double w = chance_value(nb, plies - 1, q);
+                    if (w > v) v = w;
+                }
+                if (v == -INFINITY) v = LOST_VALUE;
+            }
+            if (tile == 0) v2 = v;
+            else total += 0.9 * v2 + 0.1 * v;
+        }
+    }
+    double value = total / n;
+    e->board = a;
+    e->value = (float)value;
+    e->tag = epoch * 16 + (uint32_t)plies;
+    return value;
+}
+
+static int distinct_tiles(u64 b) {
+    unsigned seen = 0;
+    for (int i = 0; i < 16; i++) seen |= 1u << ((b >> (4 * i)) & 15);
+    return __builtin_popcount(seen >> 1);
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void *read_file(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { perror(path); exit(2); }
+    fseek(f, 0, SEEK_END);
+    *size = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *data = malloc(*size);
+    if (fread(data, 1, *size, f) != *size) { fprintf(stderr, "%s: short read\n", path); exit(2); }
+    fclose(f);
+    return data;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 11) {
+        fprintf(stderr, "usage: %s TABLE.f32 BOARDS.u64 DEPTH MAX_DEPTH ADAPTIVE OFFSET CUTOFF "
+                "TT_BITS REPS VALUES_OUT.f64\n", argv[0]);
+        return 2;
+    }
+    size_t size;
+    float *table = read_file(argv[1], &size);
+    if (size != sizeof line_table) { fprintf(stderr, "bad table size\n"); return 2; }
+    for (int i = 0; i < 65536; i++) line_table[i] = table[i];
+    u64 *boards = read_file(argv[2], &size);
+    size_t n = size / 8;
+    int depth = atoi(argv[3]), max_depth = atoi(argv[4]), adaptive = atoi(argv[5]);
+    int offset = atoi(argv[6]), tt_bits = atoi(argv[8]), reps = atoi(argv[9]);
+    cutoff = atof(argv[7]);
+    build_tables();
+    tt = calloc((size_t)1 << tt_bits, sizeof(entry));
+    tt_shift = 64 - tt_bits;
+    double *values = calloc(4 * n, sizeof(double)), best = 1e30;
+    int64_t total_nodes = 0;
+    epoch = 0;
+    for (int rep = 0; rep < reps; rep++) {
+        double t0 = now();
+        nodes = 0;
+        for (size_t i = 0; i < n; i++) {
+            u64 b = boards[i];
+            epoch++;
+            int plies = depth;
+            if (adaptive) {
+                plies = distinct_tiles(b) - offset;
+                if (plies < depth) plies = depth;
+                if (plies > max_depth) plies = max_depth;
+            }
+            for (int d = 0; d < 4; d++) {
+                u64 nb = move(b, d);
+                values[4 * i + d] = nb != b ? chance_value(nb, plies, 1.0) : 0.0;
+            }
+        }
+        double t1 = now();
+        if (t1 - t0 < best) best = t1 - t0;
+        total_nodes = nodes;
+    }
+    if (wide_needed) { fprintf(stderr, "a search needed the 2^16 path\n"); return 1; }
+    FILE *f = fopen(argv[10], "wb");
+    if (!f || fwrite(values, sizeof(double), 4 * n, f) != 4 * n) { perror(argv[10]); return 2; }
+    fclose(f);
+    printf("{\"boards\": %zu, \"seconds\": %.9f, \"nodes\": %lld}\n", n, best,
+           (long long)total_nodes);
+    return 0;
+}

@@ -1,0 +1,334 @@
+"""Expectimax search over moves and spawns, and the compiled teacher game loop.
+
+Choices
+- Value of a move d from board b, searched p plies deep (p >= 1, see `TeacherConfig`):
+
+      V(d) = C(move(b, d), p, 1)
+      C(a, p, q) = (1/n) Σ_{empty cells i} [0.9·S(a + 2@i, p, 0.9q/n) + 0.1·S(a + 4@i, p, 0.1q/n)]
+      S(c, p, q) = leaf(c)                                   if p = 1
+                 = max over legal moves d' of C(move(c, d'), p − 1, q)    otherwise
+                 = LOST_VALUE                                if c has no legal move
+
+  where a is the board after a move (a chance node: n empty cells, each taking a 2 with
+  probability 0.9 or a 4 with 0.1), c a board after a spawn (a max node), q the probability of
+  the spawns on the path so far. leaf(c) = board_eval(c) (LOST_VALUE if dead, tested only when
+  the spawn filled the last empty cell, else the heuristic).
+- Probability cutoff: C(a, p, q) = heuristic(a), without expanding, when q < prob_cutoff
+  (a is the board after a legal move, so it has an empty cell and is alive).
+- A move that would merge two 2^16 tiles is legal but ends the game (engine TILE_LIMIT): it is
+  valued LOST_VALUE, like any other end of the game.
+- Transposition table at chance nodes: 2^tt_bits entries (board u64, value f32, tag u32), one
+  slot per board at index (b · 0x9E3779B97F4A7C15) >> (64 − tt_bits), always replaced on store.
+  The tag is epoch·16 + p; an entry answers C(a, p', ·) when its board and epoch match and its
+  p >= p' (a deeper result stands in for a shallower one; the path probability q it was
+  computed at is not compared, as in the published player). Every root search takes a new
+  epoch, so a search's result depends on (board, mask, settings) alone, never on what earlier
+  searches left in the table: `search(b, m, cfg)` reproduces a `play_game` row exactly. Boards
+  with a non-zero tile_65536_mask are not cached (the key holds the board only); values are
+  stored as float32, so a hit returns the stored value rounded to float32.
+- Nodes (speed statistics): every chance node entered and every spawned board scored or
+  expanded (leaves included), i.e. one per call of C and one per S.
+- Per-move outputs (the dataset's columns): branch_evs[d] = float32(V(d) / 1000) for legal d,
+  0.0 for illegal d; move_dir = the first d (UDLR) with the largest branch_evs among legal
+  moves (argmax of the stored float32 values, so the row is self-consistent); ev_legal the
+  engine's legal mask; board_eval the static value of the board before the move.
+- Rewards are not part of V: the heuristic ranks board shapes; the score is a by-product.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from lab2048.engine import kernels as K
+from lab2048.engine.conventions import EndReason
+from lab2048.teacher.config import TeacherConfig
+from lab2048.teacher.heuristic import LOST_VALUE, board_eval, heuristic
+
+__all__ = ["TT_DTYPE", "TeacherConfig", "TeacherGame", "new_table", "play_game", "search",
+           "search_boards"]
+
+U64 = np.uint64
+TT_DTYPE = np.dtype([("board", np.uint64), ("value", np.float32), ("tag", np.uint32)])
+HASH_MUL = U64(0x9E3779B97F4A7C15)
+EPOCH_LIMIT = 1 << 27  # epochs wrap (with a table clear) before epoch * 16 overflows u32
+_ONGOING = int(EndReason.ONGOING)
+_MAX_MOVES = int(EndReason.MAX_MOVES)
+_TILE_LIMIT = int(EndReason.TILE_LIMIT)
+
+_jit = njit(cache=True, nogil=True)
+
+
+def new_table(cfg: TeacherConfig) -> np.ndarray:
+    """An empty transposition table for these settings (tag 0 never matches an epoch)."""
+    return np.zeros(1 << cfg.tt_bits, TT_DTYPE)
+
+
+# ---------------------------------------------------------------------------------------------
+# The search
+
+
+@_jit
+def distinct_tiles(b, m):
+    """Number of different non-empty exponents on board (b, m) (2^16 counts as its own)."""
+    seen = 0
+    for i in range(16):
+        seen |= 1 << K.cell_exponent(b, m, i)
+    seen >>= 1  # drop the empty cells
+    count = 0
+    while seen:
+        count += seen & 1
+        seen >>= 1
+    return count
+
+
+@_jit
+def plies_for(b, m, depth, max_depth, adaptive, depth_offset):
+    """The search depth of a board (TeacherConfig.plies)."""
+    if not adaptive:
+        return depth
+    return min(max_depth, max(depth, distinct_tiles(b, m) - depth_offset))
+
+
+@_jit
+def _chance_value(a, m, plies, prob, cutoff, epoch, tt, shift, move_xor, line_reward, stats):
+    """C(a, plies, prob) of the module docstring, S inlined; stats[0] counts nodes.
+
+    One self-recursive function, compiled for one signature only: numba's cache mishandles
+    mutual recursion and recursive functions with several signatures (a segfault on load), so
+    `search_root` is its only caller and casts every argument.
+    """
+    stats[0] += 1
+    if prob < cutoff:
+        return heuristic(a)
+    slot = 0
+    if m == 0:
+        slot = np.int64((a * HASH_MUL) >> shift)
+        entry = tt[slot]
+        tag = entry.tag
+        if entry.board == a and tag >> 4 == epoch and tag & 15 >= plies:
+            return np.float64(entry.value)
+    n = K.count_empty(a)
+    full = n == 1  # the spawn fills the board: the child may be dead
+    total = 0.0
+    two = U64(1)
+    v2 = 0.0
+    for _ in range(16):
+        if a & (two * U64(15)) == U64(0):
+            for tile in range(2):  # a 2 (p = 0.9), then a 4 (p = 0.1), in this cell
+                c = a | (two << U64(tile))
+                q = prob * (0.9 if tile == 0 else 0.1) / n
+                stats[0] += 1
+                if plies == 1:
+                    v = board_eval(c, m) if full else heuristic(c)
+                else:  # S(c, plies - 1, q): the best legal move
+                    v = -np.inf
+                    for d in range(4):
+                        nb, nm, reward = K.move(c, m, d, move_xor, line_reward)
+                        if reward == K.TILE_OVERFLOW:
+                            w = LOST_VALUE
+                        elif nb != c or nm != m:
+                            w = _chance_value(nb, nm, plies - 1, q, cutoff, epoch, tt, shift,
+                                             move_xor, line_reward, stats)
+                        else:
+                            continue
+                        v = max(v, w)
+                    if v == -np.inf:
+                        v = LOST_VALUE
+                if tile == 0:
+                    v2 = v
+                else:
+                    total += 0.9 * v2 + 0.1 * v
+        two <<= U64(4)
+    value = total / n
+    if m == 0:
+        tt[slot].board = a
+        tt[slot].value = np.float32(value)
+        tt[slot].tag = np.uint32(epoch * 16 + plies)
+    return value
+
+
+@_jit
+def search_root(b, m, plies, cutoff, epoch, tt, move_xor, line_reward, stats, values):
+    """V(d) into values[d] for each legal d (0.0 where illegal); returns the legal mask."""
+    shift = U64(64 - int(np.log2(len(tt))))
+    legal = 0
+    for d in range(4):
+        nb, nm, reward = K.move(b, m, d, move_xor, line_reward)
+        values[d] = 0.0
+        if reward == K.TILE_OVERFLOW:
+            values[d] = LOST_VALUE
+            legal |= 1 << d
+        elif nb != b or nm != m:
+            values[d] = _chance_value(U64(nb), np.int64(nm), np.int64(plies), 1.0,
+                                      np.float64(cutoff), np.int64(epoch), tt, shift, move_xor,
+                                      line_reward, stats)
+            legal |= 1 << d
+    return legal
+
+
+@_jit
+def choose(values, legal, evs):
+    """branch_evs into evs (float32 V/1000, 0 where illegal); returns move_dir (-1: none)."""
+    best = -1
+    for d in range(4):
+        evs[d] = np.float32(values[d] / 1000.0) if (legal >> d) & 1 else np.float32(0.0)
+        if (legal >> d) & 1 and (best < 0 or evs[d] > evs[best]):
+            best = d
+    return best
+
+
+@_jit
+def _next_epoch(epoch, tt):
+    """epoch + 1, clearing the table when the tags would overflow."""
+    epoch += 1
+    if epoch >= EPOCH_LIMIT:
+        for i in range(len(tt)):
+            tt[i].tag = np.uint32(0)
+        epoch = 1
+    return epoch
+
+
+@_jit
+def _search_boards(boards, masks, depth, max_depth, adaptive, depth_offset, cutoff, tt,
+                   move_xor, line_reward, values, evs, moves, legal, plies, nodes):
+    """Root search of each board with its own epoch; raw values, outputs and node counts."""
+    stats = np.zeros(1, np.int64)
+    epoch = 0
+    for i in range(len(boards)):
+        epoch = _next_epoch(epoch, tt)
+        b, m = boards[i], np.int64(masks[i])
+        plies[i] = plies_for(b, m, depth, max_depth, adaptive, depth_offset)
+        stats[0] = 0
+        legal[i] = search_root(b, m, plies[i], cutoff, epoch, tt, move_xor, line_reward,
+                               stats, values[i])
+        moves[i] = choose(values[i], legal[i], evs[i])
+        nodes[i] = stats[0]
+
+
+def _settings(cfg: TeacherConfig):
+    return cfg.depth, cfg.max_depth, cfg.adaptive, cfg.depth_offset, float(cfg.prob_cutoff)
+
+
+def search_boards(boards, masks, cfg: TeacherConfig) -> dict:
+    """Search many boards: dict of `values` f64[N,4] (raw V), `branch_evs` f32[N,4], `move_dir`
+    i8[N] (-1 where no move is legal), `ev_legal` u8[N], `plies` i8[N], `nodes` i64[N].
+
+    Each call uses a fresh transposition table (the epochs restart at 1)."""
+    boards = np.ascontiguousarray(boards, dtype=np.uint64)
+    masks = np.ascontiguousarray(masks, dtype=np.uint16)
+    if boards.shape != masks.shape or boards.ndim != 1:
+        raise ValueError("boards and masks must be 1-D arrays of one length")
+    n = len(boards)
+    out = {"values": np.zeros((n, 4)), "branch_evs": np.zeros((n, 4), np.float32),
+           "move_dir": np.zeros(n, np.int8), "ev_legal": np.zeros(n, np.uint8),
+           "plies": np.zeros(n, np.int8), "nodes": np.zeros(n, np.int64)}
+    _search_boards(boards, masks, *_settings(cfg), new_table(cfg),
+                   *K.tables(), out["values"], out["branch_evs"], out["move_dir"],
+                   out["ev_legal"], out["plies"], out["nodes"])
+    return out
+
+
+def search(b, m, cfg: TeacherConfig) -> tuple[np.ndarray, int, int, int]:
+    """(branch_evs f32[4], move_dir, ev_legal, board_eval) of one board (move_dir -1: no move)."""
+    res = search_boards(np.array([b], np.uint64), np.array([m], np.uint16), cfg)
+    value = board_eval(U64(b), np.int64(m))
+    return (res["branch_evs"][0], int(res["move_dir"][0]), int(res["ev_legal"][0]),
+            int(np.floor(value + 0.5)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The game loop
+
+
+@_jit
+def _grow(a, size):
+    out = np.zeros((size, *a.shape[1:]), a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+@_jit
+def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, tt, move_xor,
+          line_reward):
+    """One teacher game; rows describe the board before each move taken."""
+    cap = 1024
+    boards = np.zeros(cap, np.uint64)
+    masks = np.zeros(cap, np.uint16)
+    moves = np.zeros(cap, np.uint8)
+    legals = np.zeros(cap, np.uint8)
+    evs = np.zeros((cap, 4), np.float32)
+    evals = np.zeros(cap, np.int32)
+    ranks = np.zeros(cap, np.uint8)
+    values = np.zeros(4)
+    stats = np.zeros(1, np.int64)
+    b = K.new_board(seed)
+    m = np.int64(0)
+    spawns = 2
+    score = 0
+    n = 0
+    epoch = 0
+    end = _ONGOING
+    legal = K.legal_mask(b, m, move_xor, line_reward)
+    while legal != 0 and (max_moves == 0 or n < max_moves):
+        if n == cap:
+            cap *= 2
+            boards, masks, moves = _grow(boards, cap), _grow(masks, cap), _grow(moves, cap)
+            legals, evs, evals = _grow(legals, cap), _grow(evs, cap), _grow(evals, cap)
+            ranks = _grow(ranks, cap)
+        epoch = _next_epoch(epoch, tt)
+        plies = plies_for(b, m, depth, max_depth, adaptive, depth_offset)
+        legals[n] = search_root(b, m, plies, cutoff, epoch, tt, move_xor, line_reward, stats,
+                                values)
+        d = choose(values, legals[n], evs[n])
+        boards[n], masks[n], moves[n] = b, m, d
+        evals[n] = np.int32(np.floor(board_eval(b, m) + 0.5))
+        ranks[n] = K.highest_exponent(b, m)
+        b, m, reward, spawns, legal, end = K.step(b, m, d, seed, spawns, move_xor, line_reward)
+        if end == _TILE_LIMIT:  # the move is not applied: no row for it
+            break
+        score += reward
+        n += 1
+    if end == _ONGOING:
+        end = _MAX_MOVES
+    return (boards[:n], masks[:n], moves[:n], legals[:n], evs[:n], evals[:n], ranks[:n],
+            score, K.highest_exponent(b, m), end, stats[0])
+
+
+@dataclass
+class TeacherGame:
+    """One teacher game: a row per move taken, describing the board before the move."""
+
+    boards: np.ndarray  # uint64 [N]
+    masks: np.ndarray  # uint16 [N], tile_65536_mask
+    moves: np.ndarray  # uint8 [N], UDLR
+    ev_legal: np.ndarray  # uint8 [N], legal-move bitmask
+    branch_evs: np.ndarray  # float32 [N, 4], V(d) / 1000, 0.0 where illegal
+    board_eval: np.ndarray  # int32 [N], static value, rounded
+    max_rank: np.ndarray  # uint8 [N], largest exponent on the board
+    seed: int
+    score: int  # sum of the rewards of the moves taken
+    highest_tile: int  # 2^(largest exponent) on the final board
+    end_reason: int  # EndReason
+    seconds: float  # wall time of the game
+    nodes: int  # search nodes (see the module docstring)
+
+
+def play_game(seed: int, cfg: TeacherConfig, max_moves: int = 0) -> TeacherGame:
+    """The teacher's game with this seed (engine spawns), at most max_moves moves (0: no limit).
+
+    Deterministic: the same seed and settings give the same game.
+    """
+    if max_moves < 0:
+        raise ValueError(f"max_moves must be >= 0, got {max_moves}")
+    tt = new_table(cfg)
+    start = time.perf_counter()
+    (boards, masks, moves, legal, evs, evals, ranks, score, highest, end,
+     nodes) = _play(U64(seed), max_moves, *_settings(cfg), tt, *K.tables())
+    seconds = time.perf_counter() - start
+    return TeacherGame(boards.copy(), masks.copy(), moves.copy(), legal.copy(), evs.copy(),
+                       evals.copy(), ranks.copy(), int(seed), int(score), 1 << int(highest),
+                       int(end), seconds, int(nodes))
