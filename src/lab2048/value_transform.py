@@ -13,10 +13,14 @@ s = sqrt(|x| + 1) - 1 >= 0, |y| = (1 + 2 eps) s + eps s^2, so
 (the same root as the textbook form). h itself uses sqrt(|x| + 1) - 1 = |x| / (sqrt(|x| + 1) + 1).
 No step subtracts nearly equal numbers, so both keep full relative accuracy near 0, in
 float32 too. Both functions work on NumPy arrays (any float dtype, computed in float64 when given
-float64) and on torch tensors.
+float64) and on torch tensors; `h_scalar` is the same h for one float inside numba kernels.
 """
 
 from __future__ import annotations
+
+import math
+
+from numba import njit
 
 DEFAULT_EPSILON = 1e-3
 
@@ -36,6 +40,13 @@ def h(x, eps: float = DEFAULT_EPSILON):
     lib = _lib(x)
     a = lib.abs(x)
     return lib.sign(x) * a / (lib.sqrt(a + 1) + 1) + eps * x  # sqrt(a+1) - 1, rationalised
+
+
+@njit(cache=True, nogil=True)
+def h_scalar(x: float, eps: float) -> float:
+    """`h` of one float, callable from numba kernels (same formula, same rounding order)."""
+    a = abs(x)
+    return math.copysign(a / (math.sqrt(a + 1.0) + 1.0), x) + eps * x
 
 
 def h_inverse(y, eps: float = DEFAULT_EPSILON):

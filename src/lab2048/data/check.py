@@ -27,7 +27,7 @@ from lab2048.data.dataset import Dataset
 from lab2048.engine import kernels as K
 
 # per-row problem bits
-BAD_MASK, ILLEGAL_MOVE, BAD_CHAIN, BAD_MAX_RANK, EV_LEGAL_DIFFERS = 1, 2, 4, 8, 16
+BAD_MASK, ILLEGAL_MOVE, BAD_CHAIN, BAD_MAX_RANK, EV_LEGAL_DIFFERS, BAD_ORDER = 1, 2, 4, 8, 16, 32
 _ROW_PROBLEMS = {
     BAD_MASK: "tile_65536_mask marks a cell that is not 15",
     ILLEGAL_MOVE: "recorded move is illegal",
@@ -36,53 +36,62 @@ _ROW_PROBLEMS = {
 }
 
 
+_LOW_BITS = np.uint64(0x1111_1111_1111_1111)
+
+
 @njit(cache=True, nogil=True)
 def _is_one_spawn(after, after_mask, nxt, nxt_mask):
     """nxt equals `after` with exactly one empty cell now holding exponent 1 or 2."""
     if after_mask != nxt_mask:
         return False
     diff = after ^ nxt
-    if diff == 0:
+    one = np.uint64(1)
+    # the lowest bit of each nibble that differs; exactly one such bit may be set
+    marks = (diff | (diff >> one) | (diff >> np.uint64(2)) | (diff >> np.uint64(3))) & _LOW_BITS
+    if marks == 0 or marks & (marks - one) != 0:
         return False
-    spawned = 0
-    for i in range(16):
-        shift = np.uint64(4 * i)
-        if (diff >> shift) & K.NIBBLE:
-            spawned += 1
-            if (after >> shift) & K.NIBBLE != 0:
-                return False
-            e = (nxt >> shift) & K.NIBBLE
-            if e != 1 and e != 2:
-                return False
-    return spawned == 1
+    cell = marks * K.NIBBLE
+    new = nxt & cell
+    return after & cell == 0 and (new == marks or new == marks * np.uint64(2))
 
 
 @njit(cache=True, nogil=True)
 def row_checks_kernel(run_id, step_index, board, mask, move_dir, ev_legal, max_rank,
-               move_xor, line_reward, flags, rewards):
+                      move_xor, line_reward, full, flags, rewards):
     """Per-row problem bits and rewards of one chunk; the chain check links row i to row i+1
-    when both belong to the same run with consecutive steps (the caller links chunks)."""
+    when both belong to the same run with consecutive steps (the caller links chunks).
+
+    With full=False only what rewards need is checked (mask, legality of the move, chain);
+    ev_legal and max_rank are not looked at. BAD_ORDER marks a row whose step_index does not
+    follow the row before it in the chunk (previous + 1 in the same run, 0 in a new one).
+    `rewards` may be any numeric array (a float32 column of an output, for instance)."""
     n = len(board)
     for i in range(n):
         b = board[i]
         m = np.int64(mask[i])
-        f = 0
-        if not K.mask_is_valid(b, m):
-            flags[i] = BAD_MASK
-            rewards[i] = 0
-            continue
-        legal = K.legal_mask(b, m, move_xor, line_reward)
         d = np.int64(move_dir[i])
-        if d > 3 or not (legal >> d) & 1:
-            f |= ILLEGAL_MOVE
-        if legal != np.int64(ev_legal[i]):
-            f |= EV_LEGAL_DIFFERS
-        if K.highest_exponent(b, m) != np.int64(max_rank[i]):
-            f |= BAD_MAX_RANK
+        f = 0
+        if i > 0:
+            first = run_id[i] != run_id[i - 1]
+            if (first and step_index[i] != 0) or (
+                    not first and step_index[i] != step_index[i - 1] + 1):
+                f = BAD_ORDER
         reward = np.int64(0)
-        if not f & ILLEGAL_MOVE:
+        if not K.mask_is_valid(b, m):
+            f |= BAD_MASK
+        elif d > 3:
+            f |= ILLEGAL_MOVE
+        else:
+            if full:
+                legal = K.legal_mask(b, m, move_xor, line_reward)
+                if legal != np.int64(ev_legal[i]):
+                    f |= EV_LEGAL_DIFFERS
+                if K.highest_exponent(b, m) != np.int64(max_rank[i]):
+                    f |= BAD_MAX_RANK
             nb, nm, reward = K.move(b, m, d, move_xor, line_reward)
-            if reward == K.TILE_OVERFLOW:
+            if not K.is_legal(b, m, nb, nm, reward):
+                f |= ILLEGAL_MOVE
+            elif reward == K.TILE_OVERFLOW:
                 reward = 0
                 if i + 1 < n and run_id[i + 1] == run_id[i]:
                     f |= BAD_CHAIN  # a 2^17 move ends the game: nothing may follow
@@ -190,13 +199,15 @@ def check_dataset(root: Path, chunk_rows: int = 1 << 20, progress=None) -> Check
     return report
 
 
-def check_rows(rows: np.ndarray, move_xor, line_reward) -> tuple[np.ndarray, np.ndarray]:
-    """(problem bits, rewards) of consecutive step rows (see row_checks_kernel)."""
+def check_rows(rows: np.ndarray, move_xor, line_reward, full: bool = True,
+               rewards: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(problem bits, rewards) of consecutive step rows (see row_checks_kernel); rewards go
+    to `rewards` when given (any numeric array, e.g. an output column), else to a new int64."""
     flags = np.zeros(len(rows), np.int64)
-    rewards = np.zeros(len(rows), np.int64)
+    rewards = np.zeros(len(rows), np.int64) if rewards is None else rewards
     row_checks_kernel(rows["run_id"], rows["step_index"], rows["board"],
                       rows["tile_65536_mask"], rows["move_dir"], rows["ev_legal"],
-                      rows["max_rank"], move_xor, line_reward, flags, rewards)
+                      rows["max_rank"], move_xor, line_reward, full, flags, rewards)
     return flags, rewards
 
 

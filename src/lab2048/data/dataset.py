@@ -121,8 +121,8 @@ class DatasetWriter:
         if len(rows) != run.steps:
             raise ValueError(f"run {run.id}: {len(rows)} rows but steps = {run.steps}")
         self._db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (run.id, run.seed, run.steps, run.max_score, run.highest_tile,
-                          run.end_reason, run.source))
+                         (int(run.id), int(run.seed), int(run.steps), int(run.max_score),
+                          int(run.highest_tile), str(run.end_reason), str(run.source)))
         start = 0
         while start < len(rows):
             take = min(len(rows) - start, self.shard_rows - self._filled)

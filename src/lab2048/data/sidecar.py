@@ -23,8 +23,10 @@ Choices
   counts as finished when its last move makes 2^17 or when some spawn after it leaves no legal
   move; otherwise it was cut short (e.g. by a move limit) and is listed in values.json.
 - values.json records the format version, gamma, reward_scale, eps, per-shard row counts and a
-  BLAKE2b fingerprint of every steps shard and every values shard. `open_sidecar` refuses a
-  sidecar that does not match its dataset and checks (run_id, step_index) row by row.
+  128-bit content fingerprint of every steps shard and every values shard (mixed 64-bit words,
+  hashed at memory speed; not cryptographic, it guards against stale or mixed files).
+  `open_sidecar` refuses a sidecar that does not match its dataset and checks (run_id,
+  step_index) row by row.
 - Safe output: shards are written into a temporary directory; the old values.json is removed
   first, then the new shards are renamed into place and values.json written last. A run killed
   while computing leaves the previous sidecar intact; the millisecond swap at the end is guarded
@@ -33,7 +35,6 @@ Choices
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -47,12 +48,12 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from lab2048.data.check import BAD_CHAIN, BAD_MASK, ILLEGAL_MOVE, check_rows
+from lab2048.data.check import BAD_CHAIN, BAD_MASK, BAD_ORDER, ILLEGAL_MOVE, check_rows
 from lab2048.data.dataset import Dataset
 from lab2048.engine import kernels as K
 from lab2048.errors import UserError
 from lab2048.io import progress_bar
-from lab2048.value_transform import DEFAULT_EPSILON, h
+from lab2048.value_transform import DEFAULT_EPSILON, h_scalar
 
 FORMAT_VERSION = 1
 VALUES_DTYPE = np.dtype([("run_id", "<u4"), ("step_index", "<u4"), ("reward", "<f4"),
@@ -91,6 +92,38 @@ def discounted_returns(rewards, run_ids, gamma, carry, out):
             g = 0.0
         g = rewards[t] + gamma * g
         out[t] = g
+
+
+@njit(cache=True, nogil=True)
+def _returns_columns(rewards, run_ids, gamma, carry, scale, eps, return_raw, return_scaled):
+    """The sidecar's two return columns of a chunk; returns the count of non-finite values.
+
+    return_raw[t] = G[t] (float64 accumulation, stored float32) and
+    return_scaled[t] = h(scale G[t]) (the return of the scaled rewards)."""
+    n = len(rewards)
+    g = np.empty(n, np.float64)
+    discounted_returns(rewards, run_ids, gamma, carry, g)
+    bad = 0
+    for t in range(n):
+        raw = np.float32(g[t])
+        scaled = np.float32(h_scalar(g[t] * scale, eps))
+        return_raw[t] = raw
+        return_scaled[t] = scaled
+        bad += not (np.isfinite(raw) and np.isfinite(scaled))
+    return bad
+
+
+@njit(cache=True, nogil=True)
+def _reward_columns(run_id, step_index, rewards, scale, out_run, out_step, out_scaled):
+    """Copy the row keys and scale the rewards; returns the count of non-finite scaled ones."""
+    bad = 0
+    for i in range(len(run_id)):
+        out_run[i] = run_id[i]
+        out_step[i] = step_index[i]
+        scaled = np.float32(rewards[i] * scale)
+        out_scaled[i] = scaled
+        bad += not np.isfinite(scaled)
+    return bad
 
 
 @njit(cache=True, nogil=True)
@@ -146,6 +179,14 @@ def ends_game(b, m, d, move_xor, line_reward):
     return False
 
 
+@njit(cache=True, nogil=True)
+def _ends_games(boards, masks, moves, rows, move_xor, line_reward, out):
+    for j in range(len(rows)):
+        i = rows[j]
+        out[j] = ends_game(boards[i], np.int64(masks[i]), np.int64(moves[i]), move_xor,
+                           line_reward)
+
+
 # ---------------------------------------------------------------------------------------------
 # Building
 
@@ -159,15 +200,6 @@ class _Chunk:
     stop: int
     pieces: list[tuple[int, int, int]]
 
-    def read(self, arrays: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate([arrays[s][a:b] for s, a, b in self.pieces])
-
-    def write(self, arrays: list[np.ndarray], values: np.ndarray) -> None:
-        at = 0
-        for s, a, b in self.pieces:
-            arrays[s][a:b] = values[at:at + b - a]
-            at += b - a
-
     def where(self, ds: Dataset, i: int) -> str:
         """'SHARD: row R' for the chunk's i-th row."""
         for s, a, b in self.pieces:
@@ -175,6 +207,61 @@ class _Chunk:
                 return f"{ds.shard_paths[s]}: row {a + i}"
             i -= b - a
         raise IndexError(i)
+
+
+class _Shards:
+    """.npy shards read and written with pread/pwrite at row offsets: plain sequential I/O
+    (no page faults of a memory map), memory bounded by the chunk, safe from several threads."""
+
+    def __init__(self, dtype: np.dtype, fds: list[int], offsets: list[int]) -> None:
+        self.dtype, self.fds, self.offsets = dtype, fds, offsets
+
+    @classmethod
+    def steps(cls, ds: Dataset) -> _Shards:
+        return cls(ds.shards[0].dtype, [os.open(p, os.O_RDONLY) for p in ds.shard_paths],
+                   [getattr(shard, "offset", 0) for shard in ds.shards])
+
+    @classmethod
+    def create(cls, paths: list[Path], lengths: list[int], dtype: np.dtype) -> _Shards:
+        fds, offsets = [], []
+        for path, n in zip(paths, lengths, strict=True):
+            with open(path, "wb") as f:
+                np.lib.format.write_array_header_1_0(f, {
+                    "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                    "shape": (n,)})
+                offsets.append(f.tell())
+                f.truncate(f.tell() + n * dtype.itemsize)
+            fds.append(os.open(path, os.O_RDWR))
+        return cls(dtype, fds, offsets)
+
+    def read(self, chunk: _Chunk) -> np.ndarray:
+        out = np.empty(chunk.stop - chunk.start, self.dtype)
+        view, size = memoryview(out.view(np.uint8)), self.dtype.itemsize
+        at = 0
+        for s, a, b in chunk.pieces:
+            want, done = (b - a) * size, 0
+            while done < want:
+                got = os.preadv(self.fds[s], [view[at + done:at + want]],
+                                self.offsets[s] + a * size + done)
+                if got == 0:
+                    raise UserError(f"shard {s}: ends before row {b} (truncated while reading)")
+                done += got
+            at += want
+        return out
+
+    def write(self, chunk: _Chunk, values: np.ndarray) -> None:
+        view, size = memoryview(values.view(np.uint8)), self.dtype.itemsize
+        at = 0
+        for s, a, b in chunk.pieces:
+            want, done = (b - a) * size, 0
+            while done < want:
+                done += os.pwritev(self.fds[s], [view[at + done:at + want]],
+                                   self.offsets[s] + a * size + done)
+            at += want
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
 
 
 def _cut(lengths: list[int], chunk_rows: int) -> list[_Chunk]:
@@ -203,12 +290,29 @@ class _ChunkInfo:
     seg_ended: np.ndarray  # whether the game can be over after the segment's last move
 
 
+@njit(cache=True, nogil=True)
+def _hash_words(words, lanes):
+    """Two 64-bit lanes of sum_i f_lane(word_i, i), each term an odd multiply and a rotation:
+    position-dependent, order of summation free, about a nanosecond a word."""
+    h1, h2 = np.uint64(0), np.uint64(0)
+    for i in range(len(words)):
+        x = (words[i] + np.uint64(i) * lanes[0]) * lanes[1]
+        h1 += (x << np.uint64(31)) | (x >> np.uint64(33))
+        y = (words[i] ^ lanes[1]) * (np.uint64(2 * i + 1))
+        h2 += (y << np.uint64(27)) | (y >> np.uint64(37))
+    return h1, h2
+
+
+_LANES = np.array([0x2545F4914F6CDD1D, 0x9E6C63D0676A9A99], np.uint64)
+
+
 def _fingerprint(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return "blake2b-128:" + digest.hexdigest()
+    """A 128-bit content hash of a file (mixed 64-bit words; the size and tail bytes too)."""
+    data = np.memmap(path, np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
+    whole = len(data) // 8 * 8
+    h1, h2 = _hash_words(data[:whole].view("<u8"), _LANES)
+    tail = int.from_bytes(data[whole:].tobytes() + bytes(8 - len(data) + whole), "little")
+    return f"mix128:{int(h1):016x}{int(h2):016x}:{len(data):x}:{tail:x}"
 
 
 _FATAL = {BAD_MASK: "tile_65536_mask marks a cell that is not 15",
@@ -216,37 +320,46 @@ _FATAL = {BAD_MASK: "tile_65536_mask marks a cell that is not 15",
           BAD_CHAIN: "its next board is not the move plus one spawn"}
 
 
-def _pass1(ds: Dataset, chunk: _Chunk, outs: list[np.ndarray], cfg: SidecarConfig,
+def _pass1(ds: Dataset, chunk: _Chunk, steps: _Shards, values: _Shards, cfg: SidecarConfig,
            tables) -> _ChunkInfo:
     """Check the chunk's rows, store run_id, step_index and the rewards, summarise it."""
-    rows = chunk.read(ds.shards)
-    flags, rewards = check_rows(rows, *tables)
-    fatal = flags & (BAD_MASK | ILLEGAL_MOVE | BAD_CHAIN)
-    if fatal.any():
-        i = int(np.flatnonzero(fatal)[0])
+    rows = steps.read(chunk)
+    out = np.zeros(len(rows), VALUES_DTYPE)
+    rewards = out["reward"]
+    flags, _ = check_rows(rows, *tables, full=False, rewards=rewards)
+    if flags.any():
+        i = int(np.flatnonzero(flags)[0])
+        if flags[i] & BAD_ORDER:
+            raise UserError(f"{chunk.where(ds, i)}: run {int(rows['run_id'][i])} has step "
+                            f"{int(rows['step_index'][i])} (rows out of order)")
         what = next(text for bit, text in _FATAL.items() if flags[i] & bit)
         raise UserError(f"{chunk.where(ds, i)}: run {int(rows['run_id'][i])} step "
                         f"{int(rows['step_index'][i])}: {what}")
-    ids, steps = rows["run_id"], rows["step_index"].astype(np.int64)
+    if _reward_columns(rows["run_id"], rows["step_index"], rewards, cfg.reward_scale,
+                       out["run_id"], out["step_index"], out["reward_scaled"]):
+        raise UserError(f"{chunk.where(ds, 0)}: non-finite reward_scaled (reward scale "
+                        f"{cfg.reward_scale})")
+    ids = out["run_id"]
     starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
-    same = ids[1:] == ids[:-1]
-    bad = np.flatnonzero(same & (steps[1:] != steps[:-1] + 1)) + 1
-    if bad.size or (steps[starts[1:]] != 0).any():
-        i = int(bad[0]) if bad.size else int(starts[1:][steps[starts[1:]] != 0][0])
-        raise UserError(f"{chunk.where(ds, i)}: run {int(ids[i])} has step {int(steps[i])} "
-                        "(rows out of order)")
     ends = np.append(starts[1:], len(rows)) - 1
-    ended = np.array([ends_game(rows["board"][e], np.int64(rows["tile_65536_mask"][e]),
-                                np.int64(rows["move_dir"][e]), *tables) for e in ends])
-    out = np.zeros(len(rows), VALUES_DTYPE)
-    out["run_id"], out["step_index"] = ids, rows["step_index"]
-    out["reward"] = rewards
-    with np.errstate(over="ignore"):  # checked for non-finite values in pass 2
-        out["reward_scaled"] = rewards * cfg.reward_scale
-    chunk.write(outs, out)
-    head, head_len = head_return(rewards.astype(np.float64), ids, cfg.gamma)
+    ended = np.zeros(len(ends), np.bool_)
+    _ends_games(rows["board"], rows["tile_65536_mask"], rows["move_dir"], ends, *tables, ended)
+    values.write(chunk, out)
+    head, head_len = head_return(rewards, ids, cfg.gamma)
     return _ChunkInfo(head, head_len, len(rows), rows[0], rows[-1], ids[starts].astype(np.int64),
-                      np.add.reduceat(rewards, starts), ended)
+                      np.add.reduceat(rewards, starts, dtype=np.int64), ended)
+
+
+def _pass2(ds: Dataset, chunk: _Chunk, values: _Shards, carry: float,
+           cfg: SidecarConfig) -> int:
+    """The returns of the chunk's rows, from the return flowing in from the next chunk."""
+    out = values.read(chunk)
+    if _returns_columns(out["reward"], out["run_id"], cfg.gamma, carry, cfg.reward_scale,
+                        cfg.epsilon, out["return_raw"], out["return_scaled"]):
+        raise UserError(f"{chunk.where(ds, 0)}: non-finite return (gamma {cfg.gamma}, "
+                        f"reward scale {cfg.reward_scale})")
+    values.write(chunk, out)
+    return len(out)
 
 
 def _link(ds: Dataset, chunks: list[_Chunk], infos: list[_ChunkInfo], tables) -> tuple[
@@ -299,21 +412,23 @@ def build_sidecar(dataset: Path, cfg: SidecarConfig, output: Path | None = None,
     chunks = _cut([len(shard) for shard in ds.shards], chunk_rows)
     tables = K.tables()
     started = time.perf_counter()
+    opened: list[_Shards] = []
     try:
         output.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".values.", suffix=".tmp", dir=output))
     except OSError as e:
         raise UserError(f"{output}: cannot write the sidecar here ({e.strerror})") from None
     try:
-        outs = [np.lib.format.open_memmap(tmp / f"values-{i:05d}.npy", mode="w+",
-                                          dtype=VALUES_DTYPE, shape=(len(shard),))
-                for i, shard in enumerate(ds.shards)]
+        paths = [tmp / f"values-{i:05d}.npy" for i in range(len(ds.shards))]
+        steps = _Shards.steps(ds)
+        values = _Shards.create(paths, [len(shard) for shard in ds.shards], VALUES_DTYPE)
+        opened = [steps, values]
         with progress_bar(progress, total=2 * ds.num_rows, unit="row", unit_scale=True,
                           desc="value-sidecar") as bar, \
                 ThreadPoolExecutor(workers) as pool:
 
             def first_pass(c: int) -> _ChunkInfo:
-                info = _pass1(ds, chunks[c], outs, cfg, tables)
+                info = _pass1(ds, chunks[c], steps, values, cfg, tables)
                 bar.update(info.rows)
                 return info
 
@@ -321,28 +436,14 @@ def build_sidecar(dataset: Path, cfg: SidecarConfig, output: Path | None = None,
             continues, sums, ended = _link(ds, chunks, infos, tables)
             carries = chunk_carries([(i.head, i.head_len) for i in infos],
                                     [i.rows for i in infos], continues, cfg.gamma)
-
-            def second_pass(c: int) -> None:
-                out = chunks[c].read(outs)
-                g = np.empty(len(out), np.float64)
-                discounted_returns(out["reward"].astype(np.float64), out["run_id"], cfg.gamma,
-                                   carries[c], g)
-                with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-                    out["return_raw"] = g
-                    out["return_scaled"] = h(g * cfg.reward_scale, cfg.epsilon)
-                for name in ("reward_scaled", "return_raw", "return_scaled"):
-                    if not np.isfinite(out[name]).all():
-                        raise UserError(f"{chunks[c].where(ds, 0)}: non-finite {name} (gamma "
-                                        f"{cfg.gamma}, reward scale {cfg.reward_scale})")
-                chunks[c].write(outs, out)
-                bar.update(len(out))
-
-            list(pool.map(second_pass, range(len(chunks))))
-            for arr in outs:
-                arr.flush()
-            outs = None  # unmap before hashing and renaming
+            for done in pool.map(lambda c: _pass2(ds, chunks[c], values, carries[c], cfg),
+                                 range(len(chunks))):
+                bar.update(done)
+            for files in opened:
+                files.close()
+            opened = []
             steps_prints = list(pool.map(_fingerprint, ds.shard_paths))
-            value_prints = list(pool.map(_fingerprint, sorted(tmp.glob("values-*.npy"))))
+            value_prints = list(pool.map(_fingerprint, paths))
         runs = {int(r): int(score) for r, score in zip(ds.runs["id"], ds.runs["max_score"],
                                                        strict=True)}
         orphans = sorted(set(sums) - set(runs))
@@ -364,6 +465,8 @@ def build_sidecar(dataset: Path, cfg: SidecarConfig, output: Path | None = None,
         }
         _publish(tmp, output, meta)
     finally:
+        for files in opened:
+            files.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
 

@@ -182,6 +182,8 @@ def cell_exponent(b, m, i):
 @_jit
 def mask_is_valid(b, m):
     """Whether every cell marked in tile_65536_mask m holds nibble 15 on board b."""
+    if m == 0:
+        return True
     for i in range(16):  # noqa: SIM110 (numba compiles loops, not all() over generators)
         if (m >> i) & 1 and (b >> U64(60 - 4 * i)) & NIBBLE != NIBBLE:
             return False
