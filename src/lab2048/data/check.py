@@ -200,10 +200,12 @@ def check_dataset(root: Path, chunk_rows: int = 1 << 20, progress=None) -> Check
 
 
 def check_rows(rows: np.ndarray, move_xor, line_reward, full: bool = True,
-               rewards: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               rewards: np.ndarray | None = None,
+               flags: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(problem bits, rewards) of consecutive step rows (see row_checks_kernel); rewards go
-    to `rewards` when given (any numeric array, e.g. an output column), else to a new int64."""
-    flags = np.zeros(len(rows), np.int64)
+    to `rewards` when given (any numeric array, e.g. an output column), else to a new int64,
+    and the bits to `flags` when given (int64), else to a new array."""
+    flags = np.zeros(len(rows), np.int64) if flags is None else flags
     rewards = np.zeros(len(rows), np.int64) if rewards is None else rewards
     row_checks_kernel(rows["run_id"], rows["step_index"], rows["board"],
                       rows["tile_65536_mask"], rows["move_dir"], rows["ev_legal"],

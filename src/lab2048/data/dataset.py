@@ -19,6 +19,8 @@ Choices
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 import shutil
@@ -242,7 +244,22 @@ class Dataset:
         self.shard_paths = shard_paths(self.root)
         self.shards = [_load_shard(p) for p in self.shard_paths]
         self.valuation_types = _read_valuation_types(self.root / "valuation_types.json")
-        self.runs, self.session = _read_metadata(self.root / "metadata.db")
+        if not (self.root / "metadata.db").is_file():
+            raise UserError(f"{self.root / 'metadata.db'}: no such file")
+
+    @functools.cached_property
+    def _metadata(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        return _read_metadata(self.root / "metadata.db")
+
+    @property
+    def runs(self) -> dict[str, np.ndarray]:
+        """The runs table as column arrays (id, seed, steps, max_score, highest_tile), by id;
+        read on first use."""
+        return self._metadata[0]
+
+    @property
+    def session(self) -> dict[str, str]:
+        return self._metadata[1]
 
     @property
     def num_rows(self) -> int:
@@ -285,9 +302,12 @@ def _read_metadata(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
             session = dict(db.execute("SELECT meta_key, meta_value FROM session").fetchall())
         finally:
             db.close()
+        arr = np.fromiter(itertools.chain.from_iterable(rows), np.int64, 5 * len(rows))
     except sqlite3.Error as e:
         raise UserError(f"{path}: not a readable metadata database ({e})") from None
-    arr = np.array(rows, dtype=np.int64).reshape(-1, 5)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise UserError(f"{path}: runs table holds a value that is not an integer ({e})") from None
+    arr = arr.reshape(-1, 5)
     names = ("id", "seed", "steps", "max_score", "highest_tile")
     return {name: arr[:, i].copy() for i, name in enumerate(names)}, session
 

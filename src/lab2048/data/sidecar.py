@@ -40,6 +40,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ import numpy as np
 from numba import njit
 
 from lab2048.data.check import BAD_CHAIN, BAD_MASK, BAD_ORDER, ILLEGAL_MOVE, check_rows
-from lab2048.data.dataset import Dataset
+from lab2048.data.dataset import STEP_DTYPE, Dataset
 from lab2048.engine import kernels as K
 from lab2048.errors import UserError
 from lab2048.io import progress_bar
@@ -95,13 +96,12 @@ def discounted_returns(rewards, run_ids, gamma, carry, out):
 
 
 @njit(cache=True, nogil=True)
-def _returns_columns(rewards, run_ids, gamma, carry, scale, eps, return_raw, return_scaled):
+def _returns_columns(rewards, run_ids, gamma, carry, scale, eps, return_raw, return_scaled, g):
     """The sidecar's two return columns of a chunk; returns the count of non-finite values.
 
-    return_raw[t] = G[t] (float64 accumulation, stored float32) and
+    return_raw[t] = G[t] (float64 accumulation in g, stored float32) and
     return_scaled[t] = h(scale G[t]) (the return of the scaled rewards)."""
     n = len(rewards)
-    g = np.empty(n, np.float64)
     discounted_returns(rewards, run_ids, gamma, carry, g)
     bad = 0
     for t in range(n):
@@ -234,8 +234,9 @@ class _Shards:
             fds.append(os.open(path, os.O_RDWR))
         return cls(dtype, fds, offsets)
 
-    def read(self, chunk: _Chunk) -> np.ndarray:
-        out = np.empty(chunk.stop - chunk.start, self.dtype)
+    def read(self, chunk: _Chunk, out: np.ndarray) -> np.ndarray:
+        """The chunk's rows, read into out[:rows] (a reused buffer)."""
+        out = out[:chunk.stop - chunk.start]
         view, size = memoryview(out.view(np.uint8)), self.dtype.itemsize
         at = 0
         for s, a, b in chunk.pieces:
@@ -320,13 +321,25 @@ _FATAL = {BAD_MASK: "tile_65536_mask marks a cell that is not 15",
           BAD_CHAIN: "its next board is not the move plus one spawn"}
 
 
+class _Buffers(threading.local):
+    """Per-thread chunk buffers, allocated once: fresh large allocations would page-fault on
+    every chunk, and page faults of one process serialise its threads."""
+
+    def __init__(self, chunk_rows: int) -> None:
+        self.rows = np.empty(chunk_rows, STEP_DTYPE)
+        self.values = np.empty(chunk_rows, VALUES_DTYPE)
+        self.flags = np.empty(chunk_rows, np.int64)
+        self.returns = np.empty(chunk_rows, np.float64)
+
+
 def _pass1(ds: Dataset, chunk: _Chunk, steps: _Shards, values: _Shards, cfg: SidecarConfig,
-           tables) -> _ChunkInfo:
+           tables, buffers: _Buffers) -> _ChunkInfo:
     """Check the chunk's rows, store run_id, step_index and the rewards, summarise it."""
-    rows = steps.read(chunk)
-    out = np.zeros(len(rows), VALUES_DTYPE)
+    rows = steps.read(chunk, buffers.rows)
+    out = buffers.values[:len(rows)]  # every column is written (the returns in pass 2)
     rewards = out["reward"]
-    flags, _ = check_rows(rows, *tables, full=False, rewards=rewards)
+    flags, _ = check_rows(rows, *tables, full=False, rewards=rewards,
+                          flags=buffers.flags[:len(rows)])
     if flags.any():
         i = int(np.flatnonzero(flags)[0])
         if flags[i] & BAD_ORDER:
@@ -346,16 +359,18 @@ def _pass1(ds: Dataset, chunk: _Chunk, steps: _Shards, values: _Shards, cfg: Sid
     _ends_games(rows["board"], rows["tile_65536_mask"], rows["move_dir"], ends, *tables, ended)
     values.write(chunk, out)
     head, head_len = head_return(rewards, ids, cfg.gamma)
-    return _ChunkInfo(head, head_len, len(rows), rows[0], rows[-1], ids[starts].astype(np.int64),
+    edge = rows[[0, -1]]  # a copy: the buffer is reused by the next chunk
+    return _ChunkInfo(head, head_len, len(rows), edge[0], edge[1], ids[starts].astype(np.int64),
                       np.add.reduceat(rewards, starts, dtype=np.int64), ended)
 
 
-def _pass2(ds: Dataset, chunk: _Chunk, values: _Shards, carry: float,
-           cfg: SidecarConfig) -> int:
+def _pass2(ds: Dataset, chunk: _Chunk, values: _Shards, carry: float, cfg: SidecarConfig,
+           buffers: _Buffers) -> int:
     """The returns of the chunk's rows, from the return flowing in from the next chunk."""
-    out = values.read(chunk)
+    out = values.read(chunk, buffers.values)
     if _returns_columns(out["reward"], out["run_id"], cfg.gamma, carry, cfg.reward_scale,
-                        cfg.epsilon, out["return_raw"], out["return_scaled"]):
+                        cfg.epsilon, out["return_raw"], out["return_scaled"],
+                        buffers.returns[:len(out)]):
         raise UserError(f"{chunk.where(ds, 0)}: non-finite return (gamma {cfg.gamma}, "
                         f"reward scale {cfg.reward_scale})")
     values.write(chunk, out)
@@ -423,29 +438,32 @@ def build_sidecar(dataset: Path, cfg: SidecarConfig, output: Path | None = None,
         steps = _Shards.steps(ds)
         values = _Shards.create(paths, [len(shard) for shard in ds.shards], VALUES_DTYPE)
         opened = [steps, values]
+        buffers = _Buffers(min(chunk_rows, max(1, ds.num_rows)))
         with progress_bar(progress, total=2 * ds.num_rows, unit="row", unit_scale=True,
                           desc="value-sidecar") as bar, \
                 ThreadPoolExecutor(workers) as pool:
 
             def first_pass(c: int) -> _ChunkInfo:
-                info = _pass1(ds, chunks[c], steps, values, cfg, tables)
+                info = _pass1(ds, chunks[c], steps, values, cfg, tables, buffers)
                 bar.update(info.rows)
                 return info
 
+            runs_table = pool.submit(lambda: ds.runs)  # read metadata.db meanwhile
             infos = list(pool.map(first_pass, range(len(chunks))))
             continues, sums, ended = _link(ds, chunks, infos, tables)
             carries = chunk_carries([(i.head, i.head_len) for i in infos],
                                     [i.rows for i in infos], continues, cfg.gamma)
-            for done in pool.map(lambda c: _pass2(ds, chunks[c], values, carries[c], cfg),
-                                 range(len(chunks))):
+            for done in pool.map(
+                    lambda c: _pass2(ds, chunks[c], values, carries[c], cfg, buffers),
+                    range(len(chunks))):
                 bar.update(done)
             for files in opened:
                 files.close()
             opened = []
             steps_prints = list(pool.map(_fingerprint, ds.shard_paths))
             value_prints = list(pool.map(_fingerprint, paths))
-        runs = {int(r): int(score) for r, score in zip(ds.runs["id"], ds.runs["max_score"],
-                                                       strict=True)}
+        table = runs_table.result()
+        runs = dict(zip(table["id"].tolist(), table["max_score"].tolist(), strict=True))
         orphans = sorted(set(sums) - set(runs))
         if orphans:
             raise UserError(f"{ds.root / 'metadata.db'}: runs {orphans[:5]} have rows but no "
