@@ -117,3 +117,19 @@ def test_board_rejects_invalid_input():
         Board(0x1, mask=0b1)  # mask bit on a cell whose nibble is not 15
     with pytest.raises(ValueError):
         Board(1 << 64)
+
+
+def test_can_end_after_a_move():
+    from lab2048.engine import can_end_after
+
+    # Left merges the two 8s and leaves one empty cell: a 2 or a 4 there leaves no move
+    dead = Board.from_exponents([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 3, 3])
+    # the same, but the empty cell sits next to a 2 (so a spawned 2 merges) and a 4 would end it
+    one_spawn = Board.from_exponents([3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 1, 6, 4, 4])
+    alive = grid([2, 2, 0, 0])  # many empty cells after any move
+    limit = Board.from_exponents([16, 16, 1, 2, *range(3, 15)])  # 65536 + 65536
+    boards = [dead, one_spawn, alive, limit]
+    moves = [Move.LEFT, Move.RIGHT, Move.LEFT, Move.LEFT]
+    got = can_end_after(np.array([b.bits for b in boards], np.uint64), np.array(moves),
+                        np.array([b.mask for b in boards], np.uint16))
+    assert got.tolist() == [True, True, False, True]

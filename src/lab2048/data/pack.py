@@ -28,8 +28,9 @@ Choices
   legality are counted (PackReport.ev_legal_differs), not skipped. meta.json must hold its
   eight DESIGN.md fields; num_moves, seed and score are checked, max_tile, max_rank and
   sum_tile describe a final board the log does not hold and are not. end_reason is
-  "tile-limit" after a 2^17 merge, "no-moves" when every possible last spawn ends the game,
-  else "" (not recorded).
+  "tile-limit" after a 2^17 merge, "no-moves" when the game can be over after the last move
+  (`engine.can_end_after`: some spawn leaves no legal move), else "" (cut short or not
+  recorded).
 - text: no per-move values (branch_evs 0.0); ev_legal from the board; valuation_type from the
   move's source; every printed score must agree with the replay and the final board must have
   no legal move (`replay().agrees`).
@@ -62,6 +63,7 @@ from lab2048.data.dataset import DEFAULT_SHARD_ROWS, VALUATION_TYPES, DatasetWri
 from lab2048.data.macroxue_text import read_text_game, replay
 from lab2048.engine.batch import (
     apply_moves,
+    can_end_after,
     from_exponents,
     highest_exponents,
     legal_masks,
@@ -246,7 +248,7 @@ def _pack_jsonl(log: Path) -> _Packed:
                      ev_legal=ev_legal, max_rank=top, board_eval=board_evals(boards, masks),
                      branch_evs=evs, valuation_type=vtypes)
     highest = max(int(top.max()), int(highest_exponents(after[-1:], after_masks[-1:])[0]))
-    end = _end_reason(after[-1], after_masks[-1], bool(overflow[-1]))
+    end = _end_reason(boards[-1], masks[-1], moves[-1], bool(overflow[-1]))
     run = Run(id=0, seed=seed, steps=n, max_score=score, highest_tile=1 << highest,
               end_reason=end, source=log.name)
     return _Packed(rows, run, differs)
@@ -386,16 +388,12 @@ def _ev_legal(values: np.ndarray, nulls: np.ndarray, kinds: np.ndarray, legal: n
     return ev_legal, values.astype(np.float32), differs
 
 
-def _end_reason(after: np.uint64, after_mask: np.uint16, overflow: bool) -> str:
-    """How the logged game ended, as far as the board the last move leads to tells."""
+def _end_reason(board: np.uint64, mask: np.uint16, move: np.uint8, overflow: bool) -> str:
+    """How the logged game ended, as far as its last board and move tell."""
     if overflow:
         return EndReason.TILE_LIMIT.label
-    cells = to_exponents(np.array([after]), np.array([after_mask]))[0]
-    empty = np.flatnonzero(cells == 0)
-    finals = np.repeat(cells[None], 2 * len(empty), axis=0)
-    finals[np.arange(len(finals)), np.tile(empty, 2)] = np.repeat([1, 2], len(empty))
-    dead = legal_masks(*from_exponents(finals)) == 0
-    return EndReason.NO_MOVES.label if len(dead) and dead.all() else ""
+    ended = can_end_after(np.array([board]), np.array([move]), np.array([mask]))[0]
+    return EndReason.NO_MOVES.label if ended else ""
 
 
 # ---------------------------------------------------------------------------------------------

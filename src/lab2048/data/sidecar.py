@@ -20,8 +20,9 @@ Choices
   The result is bit for bit the same for any sharding (the tests re-shard a dataset to show
   it); another chunk size changes only float64 rounding.
 - Truncated episodes: the rows hold the board before each move, never the final board. A run
-  counts as finished when its last move makes 2^17 or when some spawn after it leaves no legal
-  move; otherwise it was cut short (e.g. by a move limit) and is listed in values.json.
+  counts as finished when the game can be over after its last move (`kernels.can_end_after`:
+  a 2^17 merge, or a spawn that leaves no legal move); otherwise it was cut short (e.g. by a
+  move limit) and is listed in values.json.
 - values.json records the format version, gamma, reward_scale, eps, per-shard row counts and a
   128-bit content fingerprint of every steps shard and every values shard (mixed 64-bit words,
   hashed at memory speed; not cryptographic, it guards against stale or mixed files).
@@ -157,34 +158,12 @@ def chunk_carries(heads: list[tuple[float, int]], lengths: list[int],
     return carries
 
 
-# ---------------------------------------------------------------------------------------------
-# Checks on the last move of a run
-
-
-@njit(cache=True, nogil=True)
-def ends_game(b, m, d, move_xor, line_reward):
-    """Whether the game can be over after move d: it makes 2^17, or a 2 or 4 on the one empty
-    cell left leaves no legal move."""
-    nb, nm, reward = K.move(b, m, d, move_xor, line_reward)
-    if reward == K.TILE_OVERFLOW:
-        return True
-    if K.count_empty(nb) != 1:
-        return False
-    for i in range(16):
-        shift = np.uint64(60 - 4 * i)
-        if (nb >> shift) & K.NIBBLE == 0:
-            for e in (1, 2):
-                if K.legal_mask(nb | (np.uint64(e) << shift), nm, move_xor, line_reward) == 0:
-                    return True
-    return False
-
-
 @njit(cache=True, nogil=True)
 def _ends_games(boards, masks, moves, rows, move_xor, line_reward, out):
     for j in range(len(rows)):
         i = rows[j]
-        out[j] = ends_game(boards[i], np.int64(masks[i]), np.int64(moves[i]), move_xor,
-                           line_reward)
+        out[j] = K.can_end_after(boards[i], np.int64(masks[i]), np.int64(moves[i]), move_xor,
+                                 line_reward)
 
 
 # ---------------------------------------------------------------------------------------------

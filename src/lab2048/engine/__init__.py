@@ -11,6 +11,7 @@ Conventions (move order, board encoding, spawns) are in `conventions`; the numba
 from lab2048.engine.batch import (
     BatchMoves,
     apply_moves,
+    can_end_after,
     from_exponents,
     highest_exponents,
     legal_masks,
@@ -30,6 +31,7 @@ __all__ = [
     "Move",
     "MoveResult",
     "apply_moves",
+    "can_end_after",
     "from_exponents",
     "highest_exponents",
     "legal_masks",

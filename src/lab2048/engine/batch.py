@@ -147,6 +147,24 @@ def apply_moves(boards, moves, masks=None) -> tuple[np.ndarray, np.ndarray, np.n
     return out
 
 
+@njit(cache=True, nogil=True)
+def _can_end(boards, masks, moves, move_xor, line_reward, out):
+    for n in range(len(boards)):
+        out[n] = K.can_end_after(boards[n], np.int64(masks[n]), moves[n], move_xor, line_reward)
+
+
+def can_end_after(boards, moves, masks=None) -> np.ndarray:
+    """bool [N]: whether the game can be over after each board's move, whatever spawn came
+    (`kernels.can_end_after`): how a record of boards-before-moves tells a finished game."""
+    b, m = as_boards(boards, masks)
+    mv = np.asarray(moves)
+    if mv.shape != b.shape or (mv.size and (mv.min() < 0 or mv.max() > 3)):
+        raise ValueError("moves must be one of 0..3 (UDLR) per board")
+    out = np.empty(len(b), np.bool_)
+    _can_end(b, m, mv.astype(np.int64), *K.tables(), out)
+    return out
+
+
 def to_exponents(boards, masks=None) -> np.ndarray:
     """uint8 [N, 16] cell exponents 0..16, cell 0 first: the model's input tokens."""
     b, m = as_boards(boards, masks)

@@ -370,6 +370,26 @@ def step(b, m, d, seed, spawns, move_xor, line_reward):
     return nb, nm, reward, spawns + 1, legal, _NO_MOVES if legal == 0 else _ONGOING
 
 
+@_jit
+def can_end_after(b, m, d, move_xor, line_reward):
+    """Whether the game can be over after move d on (b, m), whatever spawn came: the move
+    makes 2^17 (TILE_LIMIT), or it leaves one empty cell and a 2 or a 4 there leaves no legal
+    move (NO_MOVES). A record that holds boards before moves, never the final board, ends a
+    finished game only where this holds."""
+    nb, nm, reward = move(b, m, d, move_xor, line_reward)
+    if reward == TILE_OVERFLOW:
+        return True
+    if count_empty(nb) != 1:
+        return False
+    for i in range(16):
+        shift = U64(60 - 4 * i)
+        if (nb >> shift) & NIBBLE == U64(0):
+            for e in (1, 2):
+                if legal_mask(nb | (U64(e) << shift), nm, move_xor, line_reward) == 0:
+                    return True
+    return False
+
+
 @functools.cache
 def tables():
     """The process's (move_xor, line_reward), built on first use."""
