@@ -70,7 +70,9 @@ def _pack(args: argparse.Namespace) -> int:
 
     report = pack(args.input, args.out, fmt=args.format, workers=args.workers,
                   shard_rows=args.shard_rows, overwrite=args.overwrite)
-    print(f"{report.out}: {report.games:,} games, {report.steps:,} steps packed")
+    print(f"{report.out}: {report.games:,} games, {report.steps:,} steps packed in "
+          f"{report.seconds:.1f} s; logged values disagree with the board's legal moves on "
+          f"{report.ev_legal_differs:,} steps")
     for name, reason in report.skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
     if report.skipped:
@@ -79,17 +81,22 @@ def _pack(args: argparse.Namespace) -> int:
 
 
 def _value_sidecar(args: argparse.Namespace) -> int:
+    from lab2048.data.dataset import default_dataset
     from lab2048.data.sidecar import SidecarConfig, build_sidecar, format_summary
 
+    dataset = args.dataset or default_dataset()
+    if args.dataset is None and args.output is None:
+        raise UserError("the embedded dataset is read-only: pass --output DIR for its sidecar")
     cfg = SidecarConfig(gamma=args.gamma, reward_scale=args.reward_scale, epsilon=args.epsilon)
-    meta = build_sidecar(args.dataset, cfg, output=args.output, workers=args.workers,
+    meta = build_sidecar(dataset, cfg, output=args.output, workers=args.workers,
                          overwrite=args.overwrite)
-    print(format_summary(meta, args.output or args.dataset))
+    print(format_summary(meta, args.output or dataset))
     return 0
 
 
 def _add_value_sidecar_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", type=Path, required=True, metavar="DIR")
+    p.add_argument("--dataset", type=Path, metavar="DIR",
+                   help="packed dataset (default: the small one embedded in the package)")
     p.add_argument("--gamma", type=float, default=0.997, help="discount (default: 0.997)")
     p.add_argument("--reward-scale", type=float, default=1.0,
                    help="reward_scaled = reward x this (default: 1.0)")

@@ -46,7 +46,6 @@ import json
 import math
 import multiprocessing
 import os
-import sys
 import time
 import zlib
 from collections import deque
@@ -57,7 +56,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from lab2048.data.dataset import DEFAULT_SHARD_ROWS, VALUATION_TYPES, DatasetWriter, Run, make_rows
 from lab2048.data.macroxue_text import read_text_game, replay
@@ -72,6 +70,7 @@ from lab2048.engine.batch import (
 from lab2048.engine.conventions import EndReason
 from lab2048.engine.kernels import TILE_OVERFLOW
 from lab2048.errors import UserError
+from lab2048.io import progress_bar
 from lab2048.teacher import board_evals
 
 FORMATS = ("macroxue-jsonl", "macroxue-text")
@@ -131,8 +130,7 @@ def pack(input: Path, out: Path, *, fmt: str = "macroxue-jsonl", workers: int = 
     with DatasetWriter(out, session=session, overwrite=overwrite, shard_rows=shard_rows,
                        valuation_types=VALUATION_TYPES) as writer, \
             contextlib.closing(_results(fmt, games, workers)) as results, \
-            tqdm(total=len(games), unit="game", desc="pack", disable=not progress,
-                 dynamic_ncols=True, file=sys.stderr) as bar:
+            progress_bar(progress, total=len(games), unit="game", desc="pack") as bar:
         for path, result in zip(games, results, strict=True):
             if isinstance(result, str):
                 report.skipped.append((path.name, result))
