@@ -355,3 +355,27 @@ def test_text_workers_give_identical_bytes_and_skip_bad_games(tmp_path):
         (1, 2031, 7303, 175_624, 8192, "no-moves", "a-2031.txt.gz"),
         (2, 1068, 15_602, 464_860, 32768, "no-moves", "c-1068.txt.gz"),
     ]
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "lab2048", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def test_pack_command_exit_status_and_one_line_errors(tmp_path):
+    logs = tmp_path / "logs"
+    shutil.copytree(LOGS, logs)
+    (logs / f"{TUPLE}.jsonl.gz").write_bytes(b"\x1f\x8b broken")
+    result = _cli("pack", "--input", logs, "--out", tmp_path / "ds", "--workers", 1)
+    assert result.returncode == 1, result.stderr
+    assert f"skipped {TUPLE}.jsonl.gz:" in result.stderr and "2 games" in result.stdout
+    result = _cli("pack", "--input", logs, "--out", tmp_path / "ds")
+    assert result.returncode == 2 and "already exists" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    result = _cli("pack", "--input", tmp_path / "nowhere", "--out", tmp_path / "x")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert str(tmp_path / "nowhere") in result.stderr
+    assert _cli("check", tmp_path / "ds").returncode == 0
