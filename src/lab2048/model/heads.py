@@ -1,0 +1,132 @@
+"""Heads on the encoder's hidden states, and the one legal-move mask everything uses.
+
+- Policy: on the mean of the cells' hidden states. `action_policy` gives 4 move logits (UDLR);
+  `binned_ev` gives 4 heads x classes (ILLEGAL, FAILURE, quantile bins, WINNER) of each move's
+  disadvantage. Its move scores are log P(WINNER): how likely each move is the teacher's best.
+- Value (optional): an optional residual SwiGLU block on the cells, then pooling (`mean`, or
+  `attention`: one learned query per head, Perceiver-style), RMSNorm and a linear output: one
+  h-space scalar (`mse`) or logits over the support's atoms (`cross_entropy`). The output
+  layer starts with zero weights and a bias that decodes to the configured prior (in points),
+  for example the dataset's mean return, rather than to the support's midpoint.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lab2048.model.config import ModelConfig
+from lab2048.model.transformer import RMSNorm, SwiGLU
+from lab2048.value_transform import Decoded, decode, h, h_inverse
+
+ILLEGAL_LOGIT = -1e9  # finite: a board with no legal move gives uniform probabilities, not NaN
+MOVE_BITS = (1, 2, 4, 8)  # Up, Down, Left, Right
+PRIOR_FLOOR = 1e-10  # initial probability of every atom (shifts the prior by < 0.01 points)
+
+
+def legal_moves(legal_bits, device=None) -> torch.Tensor:
+    """bool [B, 4] (UDLR) from legal-move bitmasks [B] (Up=1, Down=2, Left=4, Right=8)."""
+    bits = torch.as_tensor(legal_bits, device=device).to(torch.int64)
+    return (bits[..., None] & torch.tensor(MOVE_BITS, device=bits.device)) != 0
+
+
+def mask_illegal(move_logits: torch.Tensor, legal_bits) -> torch.Tensor:
+    """move_logits [B, 4] with illegal moves set to ILLEGAL_LOGIT (a new tensor).
+
+    The single mask for training, evaluation and serving; `legal_bits` is a uint8 bitmask per
+    board (a tensor or NumPy array)."""
+    legal = legal_moves(legal_bits, move_logits.device)
+    return move_logits.masked_fill(~legal, ILLEGAL_LOGIT)
+
+
+def move_logits(policy_out: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-move scores [B, 4] from a policy head's output: the logits themselves for
+    action_policy, log P(WINNER) of each move's head for binned_ev."""
+    if kind == "action_policy":
+        return policy_out
+    return F.log_softmax(policy_out.float(), -1)[..., -1]
+
+
+class PolicyHead(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.classes = cfg.ev_classes if cfg.policy_head == "binned_ev" else 0
+        self.out = nn.Linear(cfg.hidden, 4 * max(self.classes, 1))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        y = self.out(hidden.mean(1))
+        return y.view(-1, 4, self.classes) if self.classes else y
+
+
+class AttentionPool(nn.Module):
+    """One learned query per head attends over the cells: [B, 16, D] -> [B, D]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.heads, self.head_dim = cfg.heads, cfg.hidden // cfg.heads
+        self.query = nn.Parameter(torch.zeros(1, self.heads, 1, self.head_dim))
+        self.norm = RMSNorm(cfg.hidden, cfg.norm_eps)
+        self.kv = nn.Linear(cfg.hidden, 2 * cfg.hidden, bias=False)
+        self.out = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        k, v = self.kv(self.norm(x)).view(b, t, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q = self.query.expand(b, -1, -1, -1).to(k.dtype)
+        return self.out(F.scaled_dot_product_attention(q, k, v).reshape(b, d))
+
+
+class ValueHead(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg.value_head
+        self.pre_norm = RMSNorm(cfg.hidden, cfg.norm_eps) if self.cfg.pre_pool_mlp else None
+        self.pre_mlp = SwiGLU(cfg.hidden, cfg.mlp, cfg.dropout) if self.cfg.pre_pool_mlp else None
+        self.pool = AttentionPool(cfg) if self.cfg.pooling == "attention" else None
+        self.norm = RMSNorm(cfg.hidden, cfg.norm_eps)
+        self.out = nn.Linear(cfg.hidden, self.width)
+
+    @property
+    def width(self) -> int:
+        """1 for mse, the support's atom count for cross_entropy."""
+        return 1 if self.cfg.objective == "mse" else self.cfg.support.width
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """h-space values [B] (mse) or logits over the atoms [B, n] (cross_entropy)."""
+        x = hidden
+        if self.pre_mlp is not None:
+            x = x + self.pre_mlp(self.pre_norm(x))
+        x = self.pool(x) if self.pool is not None else x.mean(1)
+        y = self.out(self.norm(x))
+        return y.squeeze(-1) if self.cfg.objective == "mse" else y
+
+    def decode(self, value_out: torch.Tensor) -> Decoded:
+        """(h-space value, value in points) [B], float32, from `forward`'s output."""
+        c = self.cfg
+        if c.objective == "mse":
+            xform = value_out.float()
+            return Decoded(xform, h_inverse(xform, c.epsilon) / c.reward_scale)
+        xform, raw = decode(torch.softmax(value_out.float(), -1), c.support, c.epsilon)
+        return Decoded(xform, raw / c.reward_scale)
+
+    @torch.no_grad()
+    def reset_output(self, prior: float) -> None:
+        """Zero output weights and a bias that decodes to `prior` points for every board:
+        h(prior) for mse; for cross_entropy, log(p + floor) with p on the two atoms around the
+        prior, weighted so that sum_i p_i h^-1(atom_i) = prior exactly (a two-hot in h-space
+        would decode to h^-1 interpolated linearly, which overshoots where h^-1 curves)."""
+        c = self.cfg
+        x = prior * c.reward_scale
+        nn.init.zeros_(self.out.weight)
+        if c.objective == "mse":
+            self.out.bias.fill_(float(h(np.float64(x), c.epsilon)))
+            return
+        raw = h_inverse(c.support.atoms, c.epsilon)
+        x = min(max(x, raw[0]), raw[-1])
+        i = min(int(np.searchsorted(raw, x, "right")) - 1, c.support.n - 2)
+        t = (x - raw[i]) / (raw[i + 1] - raw[i])
+        p = np.zeros(c.support.n)
+        p[i], p[i + 1] = 1 - t, t
+        self.out.bias.copy_(torch.from_numpy(np.log(p + PRIOR_FLOOR)))
