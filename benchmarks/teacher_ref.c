@@ -111,12 +111,19 @@ static inline int has_zero_nibble(u64 x) {
     return ((x - 0x1111111111111111ULL) & ~x & 0x8888888888888888ULL) != 0;
 }
 
-static inline double board_eval(u64 b) {
-    if (!has_zero_nibble(b)
+static inline int is_dead(u64 b) {
+    return !has_zero_nibble(b)
         && !has_zero_nibble((b ^ (b >> 4)) | 0xF000F000F000F000ULL)
-        && !has_zero_nibble((b ^ (b >> 16)) | 0xFFFF000000000000ULL))
-        return LOST_VALUE;
-    return heuristic(b);
+        && !has_zero_nibble((b ^ (b >> 16)) | 0xFFFF000000000000ULL);
+}
+
+/* heuristic(a + tile at nibble k) from h = heuristic(a), t = transpose(a): one row and one
+ * column change (exact in double, as in lab2048.teacher.heuristic.spawn_heuristic). */
+static inline double spawn_heuristic(u64 a, u64 t, double h, int k, u64 tile) {
+    u64 row = (a >> (16 * (k / 4))) & 0xFFFF, col = (t >> (16 * (k % 4))) & 0xFFFF;
+    u64 new_row = row | (tile << (4 * (k % 4))), new_col = col | (tile << (4 * (k / 4)));
+    return h - (double)line_table[row] - (double)line_table[col] + (double)line_table[new_row]
+         + (double)line_table[new_col];
 }
 
 static int count_empty(u64 b) {
@@ -132,16 +139,16 @@ static double chance_value(u64 a, int plies, double prob) {
     if (e->board == a && e->tag >> 4 == epoch && (int)(e->tag & 15) >= plies)
         return (double)e->value;
     int n = count_empty(a), full = n == 1;
-    double total = 0.0, v2 = 0.0;
-    u64 two = 1;
-    for (int i = 0; i < 16; i++, two <<= 4) {
-        if (a & (two * 15)) continue;
-        for (int tile = 0; tile < 2; tile++) {
-            u64 c = a | (two << tile);
-            double q = prob * (tile == 0 ? 0.9 : 0.1) / n, v;
+    u64 t = transpose(a);
+    double h = plies == 1 ? heuristic(a) : 0.0, total = 0.0, v2 = 0.0;
+    for (int k = 0; k < 16; k++) {
+        if ((a >> (4 * k)) & 15) continue;
+        for (u64 tile = 1; tile <= 2; tile++) {
+            u64 c = a | (tile << (4 * k));
+            double q = prob * (tile == 1 ? 0.9 : 0.1) / n, v;
             nodes++;
             if (plies == 1) {
-                v = full ? board_eval(c) : heuristic(c);
+                v = full && is_dead(c) ? LOST_VALUE : spawn_heuristic(a, t, h, k, tile);
             } else {
                 v = -INFINITY;
                 for (int d = 0; d < 4; d++) {
@@ -152,7 +159,7 @@ static double chance_value(u64 a, int plies, double prob) {
                 }
                 if (v == -INFINITY) v = LOST_VALUE;
             }
-            if (tile == 0) v2 = v;
+            if (tile == 1) v2 = v;
             else total += 0.9 * v2 + 0.1 * v;
         }
     }

@@ -23,7 +23,7 @@ from lab2048.teacher import (
     search,
     search_boards,
 )
-from lab2048.teacher.heuristic import LINE_TABLE, is_dead, line_score
+from lab2048.teacher.heuristic import LINE_TABLE, heuristic, is_dead, line_score, spawn_heuristic
 
 BENCH = Path(__file__).parents[1] / "benchmarks" / "teacher.py"
 TABLES = kernels.tables()
@@ -137,6 +137,22 @@ def test_heuristic_matches_python_and_is_symmetric():
         values = {board_eval(np.uint64(bb), mm) for bb, mm in map(ref.encode, symmetries(grid))}
         assert len(values) == 1, grid  # exactly equal under the 8 symmetries
         assert values.pop() == pytest.approx(py_eval(grid), rel=1e-12, abs=1e-6)
+
+
+def test_heuristic_sums_are_exact():
+    """The docstring's exactness argument: table entries 13 <= |x| < 2^22, so the spawn update
+    of one row and one column gives exactly the full sum."""
+    a = np.abs(LINE_TABLE.astype(np.float64))
+    assert a.min() >= 1.0 and a.max() < 2.0**22
+    for grid in random_boards(200, seed=2):
+        b, _ = ref.encode(grid)
+        b = np.uint64(b)
+        h, t = heuristic(b), np.uint64(kernels.transpose(b))
+        for k in range(16):
+            if (int(b) >> (4 * k)) & 15 == 0:
+                for tile in (1, 2):
+                    child = np.uint64(int(b) | tile << (4 * k))
+                    assert spawn_heuristic(b, t, h, k, tile) == heuristic(child)
 
 
 def test_game_over_board_gets_the_lost_value():
@@ -311,6 +327,15 @@ def test_game_rows_are_reproduced_by_search():
         evs, move_dir, legal, value = search(g.boards[i], g.masks[i], cfg)
         assert np.array_equal(evs, g.branch_evs[i]) and move_dir == g.moves[i]
         assert (legal, value) == (g.ev_legal[i], g.board_eval[i])
+
+
+def test_search_does_not_depend_on_earlier_searches():
+    g = play_game(4, TeacherConfig(depth=1, adaptive=False))
+    cfg = TeacherConfig(depth=2, max_depth=3)
+    forward = search_boards(g.boards, g.masks, cfg)
+    backward = search_boards(g.boards[::-1], g.masks[::-1], cfg)
+    for key in ("values", "move_dir", "nodes"):
+        assert np.array_equal(forward[key], backward[key][::-1]), key
 
 
 def test_play_game_is_deterministic():

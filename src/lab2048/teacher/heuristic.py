@@ -17,10 +17,12 @@ Choices
   sum        a convex penalty on the tiles' exponents (bigger tiles cost far more).
   The weights and powers are the published ones of a strong public expectimax player; this is
   an independent implementation of that formula.
-- `heuristic(b)` = Σ over the 8 lines of LINE_TABLE[line] (float64 sum of float32 entries;
-  the eight terms span less than 53 bits, so the sum is exact and does not depend on the order
-  of the lines: the value is the same under all 8 symmetries of the board, since each row and
-  column is scored the same read either way and the set of lines is only permuted).
+- `heuristic(b)` = Σ over the 8 lines of LINE_TABLE[line], a float64 sum of float32 entries.
+  Every entry has 13 <= |x| < 2^22 (a test checks it), so each is a multiple of 2^-20 and any
+  sum or difference of a few dozen of them is below 2^28: exact in float64 (53 bits). Hence
+  the value does not depend on the order of the terms (it is the same under all 8 symmetries
+  of the board: each row and column scores the same read either way, and the set of lines is
+  only permuted), and `spawn_heuristic` may update it for one row and one column exactly.
 - Game over: a board with no legal move is worth LOST_VALUE = −1,600,000 flat (the published
   player adds 200,000 per line to every live board and scores a lost one 0; a constant shift of
   every value leaves expectimax's choices unchanged). `board_eval(b, m)` is
@@ -120,6 +122,24 @@ def heuristic(b):
         + np.float64(LINE_TABLE[(t >> U64(16)) & mask])
         + np.float64(LINE_TABLE[t & mask])
     )
+
+
+@_jit
+def spawn_heuristic(a, t, h, k, tile):
+    """heuristic(a with exponent `tile` put in the empty nibble k, counted from the low end),
+    given h = heuristic(a) and t = transpose(a): only one row and one column change, so
+
+        h − T[row] − T[column] + T[new row] + T[new column]
+
+    which is exactly the full sum (every partial sum is exact in float64, see the docstring).
+    """
+    mask = U64(0xFFFF)
+    row = (a >> U64(16 * (k // 4))) & mask
+    col = (t >> U64(16 * (k % 4))) & mask
+    new_row = row | (U64(tile) << U64(4 * (k % 4)))
+    new_col = col | (U64(tile) << U64(4 * (k // 4)))
+    return (h - np.float64(LINE_TABLE[row]) - np.float64(LINE_TABLE[col])
+            + np.float64(LINE_TABLE[new_row]) + np.float64(LINE_TABLE[new_col]))
 
 
 @_jit

@@ -21,9 +21,10 @@ Choices
   slot per board at index (b · 0x9E3779B97F4A7C15) >> (64 − tt_bits), always replaced on store.
   The tag is epoch·16 + p; an entry answers C(a, p', ·) when its board and epoch match and its
   p >= p' (a deeper result stands in for a shallower one; the path probability q it was
-  computed at is not compared, as in the published player). Every root search takes a new
-  epoch, so a search's result depends on (board, mask, settings) alone, never on what earlier
-  searches left in the table: `search(b, m, cfg)` reproduces a `play_game` row exactly. Boards
+  computed at is not compared, as in the published player). Each thread keeps one table per
+  tt_bits between calls, and every root search takes a new epoch, so a search's result
+  depends on (board, mask, settings) alone, never on what earlier searches left in the
+  table: `search(b, m, cfg)` reproduces a `play_game` row exactly. Boards
   with a non-zero tile_65536_mask are not cached (the key holds the board only); values are
   stored as float32, so a hit returns the stored value rounded to float32.
 - Nodes (speed statistics): every chance node entered and every spawned board scored or
@@ -37,6 +38,7 @@ Choices
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -46,7 +48,13 @@ from numba import njit
 from lab2048.engine import kernels as K
 from lab2048.engine.conventions import EndReason
 from lab2048.teacher.config import TeacherConfig
-from lab2048.teacher.heuristic import LOST_VALUE, board_eval, heuristic
+from lab2048.teacher.heuristic import (
+    LOST_VALUE,
+    board_eval,
+    heuristic,
+    is_dead,
+    spawn_heuristic,
+)
 
 __all__ = ["TT_DTYPE", "TeacherConfig", "TeacherGame", "new_table", "play_game", "search",
            "search_boards"]
@@ -65,6 +73,21 @@ _jit = njit(cache=True, nogil=True)
 def new_table(cfg: TeacherConfig) -> np.ndarray:
     """An empty transposition table for these settings (tag 0 never matches an epoch)."""
     return np.zeros(1 << cfg.tt_bits, TT_DTYPE)
+
+
+_local = threading.local()
+
+
+def _table(cfg: TeacherConfig) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's table of 2^tt_bits entries and its last epoch (int64[1]), kept between
+    calls: a fresh table costs page faults that would dominate short depth-1 games, and the
+    epochs already hide what earlier searches left in it."""
+    tables = getattr(_local, "tables", None)
+    if tables is None:
+        tables = _local.tables = {}
+    if cfg.tt_bits not in tables:
+        tables[cfg.tt_bits] = (new_table(cfg), np.zeros(1, np.int64))
+    return tables[cfg.tt_bits]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,36 +136,37 @@ def _chance_value(a, m, plies, prob, cutoff, epoch, tt, shift, move_xor, line_re
             return np.float64(entry.value)
     n = K.count_empty(a)
     full = n == 1  # the spawn fills the board: the child may be dead
+    t = K.transpose(a)
+    h = heuristic(a) if plies == 1 else 0.0
     total = 0.0
-    two = U64(1)
     v2 = 0.0
-    for _ in range(16):
-        if a & (two * U64(15)) == U64(0):
-            for tile in range(2):  # a 2 (p = 0.9), then a 4 (p = 0.1), in this cell
-                c = a | (two << U64(tile))
-                q = prob * (0.9 if tile == 0 else 0.1) / n
-                stats[0] += 1
-                if plies == 1:
-                    v = board_eval(c, m) if full else heuristic(c)
-                else:  # S(c, plies - 1, q): the best legal move
-                    v = -np.inf
-                    for d in range(4):
-                        nb, nm, reward = K.move(c, m, d, move_xor, line_reward)
-                        if reward == K.TILE_OVERFLOW:
-                            w = LOST_VALUE
-                        elif nb != c or nm != m:
-                            w = _chance_value(nb, nm, plies - 1, q, cutoff, epoch, tt, shift,
-                                             move_xor, line_reward, stats)
-                        else:
-                            continue
-                        v = max(v, w)
-                    if v == -np.inf:
-                        v = LOST_VALUE
-                if tile == 0:
-                    v2 = v
-                else:
-                    total += 0.9 * v2 + 0.1 * v
-        two <<= U64(4)
+    for k in range(16):  # nibble k from the low end: cell 15 - k
+        if (a >> U64(4 * k)) & U64(15) != U64(0):
+            continue
+        for tile in range(1, 3):  # a 2 (p = 0.9), then a 4 (p = 0.1), in this cell
+            c = a | (U64(tile) << U64(4 * k))
+            q = prob * (0.9 if tile == 1 else 0.1) / n
+            stats[0] += 1
+            if plies == 1:
+                v = LOST_VALUE if full and is_dead(c, m) else spawn_heuristic(a, t, h, k, tile)
+            else:  # S(c, plies - 1, q): the best legal move
+                v = -np.inf
+                for d in range(4):
+                    nb, nm, reward = K.move(c, m, d, move_xor, line_reward)
+                    if reward == K.TILE_OVERFLOW:
+                        w = LOST_VALUE
+                    elif nb != c or nm != m:
+                        w = _chance_value(nb, nm, plies - 1, q, cutoff, epoch, tt, shift,
+                                          move_xor, line_reward, stats)
+                    else:
+                        continue
+                    v = max(v, w)
+                if v == -np.inf:
+                    v = LOST_VALUE
+            if tile == 1:
+                v2 = v
+            else:
+                total += 0.9 * v2 + 0.1 * v
     value = total / n
     if m == 0:
         tt[slot].board = a
@@ -193,11 +217,11 @@ def _next_epoch(epoch, tt):
 
 
 @_jit
-def _search_boards(boards, masks, depth, max_depth, adaptive, depth_offset, cutoff, tt,
+def _search_boards(boards, masks, depth, max_depth, adaptive, depth_offset, cutoff, tt, last,
                    move_xor, line_reward, values, evs, moves, legal, plies, nodes):
     """Root search of each board with its own epoch; raw values, outputs and node counts."""
     stats = np.zeros(1, np.int64)
-    epoch = 0
+    epoch = last[0]
     for i in range(len(boards)):
         epoch = _next_epoch(epoch, tt)
         b, m = boards[i], np.int64(masks[i])
@@ -207,6 +231,7 @@ def _search_boards(boards, masks, depth, max_depth, adaptive, depth_offset, cuto
                                stats, values[i])
         moves[i] = choose(values[i], legal[i], evs[i])
         nodes[i] = stats[0]
+    last[0] = epoch
 
 
 def _settings(cfg: TeacherConfig):
@@ -217,7 +242,7 @@ def search_boards(boards, masks, cfg: TeacherConfig) -> dict:
     """Search many boards: dict of `values` f64[N,4] (raw V), `branch_evs` f32[N,4], `move_dir`
     i8[N] (-1 where no move is legal), `ev_legal` u8[N], `plies` i8[N], `nodes` i64[N].
 
-    Each call uses a fresh transposition table (the epochs restart at 1)."""
+    Each board is searched with a new epoch of this thread's table (see `_table`)."""
     boards = np.ascontiguousarray(boards, dtype=np.uint64)
     masks = np.ascontiguousarray(masks, dtype=np.uint16)
     if boards.shape != masks.shape or boards.ndim != 1:
@@ -226,7 +251,7 @@ def search_boards(boards, masks, cfg: TeacherConfig) -> dict:
     out = {"values": np.zeros((n, 4)), "branch_evs": np.zeros((n, 4), np.float32),
            "move_dir": np.zeros(n, np.int8), "ev_legal": np.zeros(n, np.uint8),
            "plies": np.zeros(n, np.int8), "nodes": np.zeros(n, np.int64)}
-    _search_boards(boards, masks, *_settings(cfg), new_table(cfg),
+    _search_boards(boards, masks, *_settings(cfg), *_table(cfg),
                    *K.tables(), out["values"], out["branch_evs"], out["move_dir"],
                    out["ev_legal"], out["plies"], out["nodes"])
     return out
@@ -252,7 +277,7 @@ def _grow(a, size):
 
 
 @_jit
-def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, tt, move_xor,
+def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, tt, last, move_xor,
           line_reward):
     """One teacher game; rows describe the board before each move taken."""
     cap = 1024
@@ -270,7 +295,7 @@ def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, tt,
     spawns = 2
     score = 0
     n = 0
-    epoch = 0
+    epoch = last[0]
     end = _ONGOING
     legal = K.legal_mask(b, m, move_xor, line_reward)
     while legal != 0 and (max_moves == 0 or n < max_moves):
@@ -292,6 +317,7 @@ def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, tt,
             break
         score += reward
         n += 1
+    last[0] = epoch
     if end == _ONGOING:
         end = _MAX_MOVES
     return (boards[:n], masks[:n], moves[:n], legals[:n], evs[:n], evals[:n], ranks[:n],
@@ -324,10 +350,10 @@ def play_game(seed: int, cfg: TeacherConfig, max_moves: int = 0) -> TeacherGame:
     """
     if max_moves < 0:
         raise ValueError(f"max_moves must be >= 0, got {max_moves}")
-    tt = new_table(cfg)
+    tt, last = _table(cfg)
     start = time.perf_counter()
     (boards, masks, moves, legal, evs, evals, ranks, score, highest, end,
-     nodes) = _play(U64(seed), max_moves, *_settings(cfg), tt, *K.tables())
+     nodes) = _play(U64(seed), max_moves, *_settings(cfg), tt, last, *K.tables())
     seconds = time.perf_counter() - start
     return TeacherGame(boards.copy(), masks.copy(), moves.copy(), legal.copy(), evs.copy(),
                        evals.copy(), ranks.copy(), int(seed), int(score), 1 << int(highest),
