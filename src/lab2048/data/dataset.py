@@ -22,10 +22,8 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import os
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ import numpy as np
 
 from lab2048 import __version__
 from lab2048.errors import UserError
+from lab2048.io import publish_dir, temp_dir_beside
 
 FORMAT_VERSION = 1
 STEP_DTYPE = np.dtype([
@@ -99,12 +98,7 @@ class DatasetWriter:
         self.out = Path(out)
         if self.out.exists() and not overwrite:
             raise UserError(f"{self.out}: already exists (pass --overwrite to replace it)")
-        try:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp",
-                                             dir=self.out.parent))
-        except OSError as e:
-            raise UserError(f"{self.out}: cannot create ({e.strerror})") from None
+        self.tmp = temp_dir_beside(self.out)
         self.shard_rows = shard_rows
         self.valuation_types = dict(valuation_types or VALUATION_TYPES)
         self.session = {"format_version": str(FORMAT_VERSION), "writer": f"lab2048 {__version__}",
@@ -150,14 +144,7 @@ class DatasetWriter:
         self._db.close()
         (self.tmp / "valuation_types.json").write_text(
             json.dumps(self.valuation_types, indent=2) + "\n")
-        if self.out.exists():  # only reached with overwrite=True
-            old = self.out.with_name(f".{self.out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.out, old)
-            os.replace(self.tmp, self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.out)
+        publish_dir(self.tmp, self.out)  # an existing one only with overwrite (checked above)
 
     def abort(self) -> None:
         self._db.close()

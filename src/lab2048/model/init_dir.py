@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lab2048.errors import UserError
+from lab2048.io import publish_dir, temp_dir_beside
 from lab2048.model.config import ModelConfig
 from lab2048.model.model import Model
 from lab2048.model.tokenizer import EvBins
@@ -38,9 +38,7 @@ def save_init(model: Model, path: str | Path, *, overwrite: bool = False,
         raise ValueError("a binned_ev model needs its bins (model.bins) to be saved")
     if path.exists() and not overwrite:
         raise UserError(f"{path}: exists (pass overwrite to replace it)")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = temp_dir_beside(path)
     try:
         (tmp / CONFIG).write_text(cfg.to_json())
         state = {k: v.detach().to("cpu", copy=True).contiguous()
@@ -50,13 +48,7 @@ def save_init(model: Model, path: str | Path, *, overwrite: bool = False,
             (tmp / TOKENIZER).write_text(model.bins.to_json())
         for name, obj in (extra_json or {}).items():
             (tmp / name).write_text(json.dumps(obj, indent=2) + "\n")
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(path)
+        publish_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
