@@ -228,3 +228,15 @@ def test_non_finite_results_are_refused(tmp_path):
     with pytest.raises(UserError, match="non-finite reward_scaled"):
         build_sidecar(tmp_path / "ds", SidecarConfig(reward_scale=1e300), progress=False)
     assert not list((tmp_path / "ds").glob("values*"))
+
+
+def test_embedded_dataset_sidecar(tmp_path):
+    from lab2048.data.dataset import Dataset, default_dataset
+
+    meta = build_sidecar(default_dataset(), SidecarConfig(gamma=1.0), output=tmp_path / "sc",
+                         progress=False)
+    assert meta["truncated_runs"] == [] and meta["score_mismatches"] == []  # full games
+    ds = Dataset(default_dataset())
+    v = np.concatenate(open_sidecar(ds, tmp_path / "sc")[1])
+    firsts = np.flatnonzero(v["step_index"] == 0)
+    assert np.array_equal(v["return_raw"][firsts], ds.runs["max_score"])  # G_0 = final score
