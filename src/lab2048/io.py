@@ -76,6 +76,17 @@ def publish_dir(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
 
 
+def read_json(path: Path, missing: str = "no such file"):
+    """The parsed JSON of a file; a one-line UserError naming it if it is missing, unreadable
+    or not JSON (`missing` says what to tell when it does not exist)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: {missing}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

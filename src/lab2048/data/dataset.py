@@ -32,7 +32,7 @@ import numpy as np
 
 from lab2048 import __version__
 from lab2048.errors import UserError
-from lab2048.io import publish_dir, temp_dir_beside
+from lab2048.io import publish_dir, read_json, temp_dir_beside
 
 FORMAT_VERSION = 1
 STEP_DTYPE = np.dtype([
@@ -263,12 +263,7 @@ class Dataset:
 
 
 def _read_valuation_types(path: Path) -> dict[str, int]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not all(
             isinstance(k, str) and isinstance(v, int) and 0 <= v < 256 for k, v in data.items()):
         raise UserError(f"{path}: expected an object of name -> id (0..255)")

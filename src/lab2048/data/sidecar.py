@@ -54,7 +54,7 @@ from lab2048.data.check import BAD_CHAIN, BAD_MASK, BAD_ORDER, ILLEGAL_MOVE, che
 from lab2048.data.dataset import STEP_DTYPE, Dataset
 from lab2048.engine import kernels as K
 from lab2048.errors import UserError
-from lab2048.io import progress_bar
+from lab2048.io import progress_bar, read_json
 from lab2048.value_transform import DEFAULT_EPSILON, h_scalar
 
 FORMAT_VERSION = 1
@@ -485,12 +485,7 @@ def _publish(tmp: Path, output: Path, meta: dict) -> None:
 
 
 def _read_meta(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file (build it with `lab2048 value-sidecar`)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    meta = read_json(path, "no such file (build it with `lab2048 value-sidecar`)")
     keys = {"format_version", "gamma", "reward_scale", "epsilon", "shards"}
     if not isinstance(meta, dict) or not keys <= set(meta):
         raise UserError(f"{path}: not a values.json (needs {', '.join(sorted(keys))})")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lab2048.config import _check_table, _construct
 from lab2048.errors import UserError
+from lab2048.io import read_json
 from lab2048.value_transform import DEFAULT_EPSILON, Support
 
 VOCAB = 18  # tokens are exponents 0..17 (0 = empty cell)
@@ -100,12 +101,4 @@ class ModelConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> ModelConfig:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: no such file") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"{path}: cannot read ({e})") from None
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(data, path)
+        return cls.from_dict(read_json(path), path)

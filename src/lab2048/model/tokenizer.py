@@ -17,6 +17,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from lab2048.errors import UserError
+from lab2048.io import read_json
 
 FORMAT, VERSION = "lab2048-ev-bins", 1
 
@@ -46,12 +47,7 @@ class EvBins:
     @classmethod
     def from_json(cls, path: str | Path) -> EvBins:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: no such file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise UserError(f"{path}: cannot read ({e})") from None
+        data = read_json(path)
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise UserError(f"{path}: not a {FORMAT} file")
         if data.get("version") != VERSION:
