@@ -230,7 +230,7 @@ def test_load_refuses_a_different_trunk_and_bad_files(tmp_path):
         load_init(init)
     weights.write_bytes(data)
     (init / "tokenizer.json").write_text("{")
-    with pytest.raises(UserError, match=r"tokenizer\.json: cannot read"):
+    with pytest.raises(UserError, match=r"tokenizer\.json: not valid JSON"):
         load_init(init)
     (init / "tokenizer.json").unlink()
     with pytest.raises(UserError, match=r"tokenizer\.json: no such file"):
