@@ -11,14 +11,17 @@ Choices
 - Rewards are recomputed from the packed board and move with the engine, while checking that
   every move is legal and every next board is the move plus one spawn (`check.check_rows`); a
   run that does not follow from its moves is refused, naming the shard and run.
-- Parallel even for one long run: the rows are cut into chunks on the global row grid (a chunk
-  may span two shards, so sharding never changes the arithmetic). Pass 1
-  (threads, numba without the GIL) computes rewards and, per chunk, the discounted return of its
-  first run segment with a zero tail. A sequential scan over the chunks (one number each) turns
-  those into the return flowing into each chunk from the next. Pass 2 (threads) runs the
-  backward recurrence G[t] = r[t] + gamma G[t+1] from that carry, in float64, and stores float32.
-  The result is bit for bit the same for any sharding (the tests re-shard a dataset to show
-  it); another chunk size changes only float64 rounding.
+- One pass, parallel even for one long run: the rows are cut into chunks on the global row
+  grid (a chunk may span two shards, so sharding never changes the arithmetic), processed by
+  threads (numba without the GIL) from the last chunk to the first. A chunk is read, checked
+  and its rewards computed, and it posts a summary: the discounted return of its first run
+  segment with a zero tail (`head_return`). From the summaries of the chunks after it, one
+  scan (`chunk_carries`) gives the return flowing into its last row, and the backward
+  recurrence G[t] = r[t] + gamma G[t+1] runs from there in float64, stored as float32. Each
+  chunk is read once and written once. The result is bit for bit the same for any sharding
+  (the tests re-shard a dataset to show it); another chunk size changes only float64 rounding.
+  Checks that span chunks (run contiguity, step order at the edges) run at the end, before
+  anything is published.
 - Truncated episodes: the rows hold the board before each move, never the final board. A run
   counts as finished when the game can be over after its last move (`kernels.can_end_after`:
   a 2^17 merge, or a spawn that leaves no legal move); otherwise it was cut short (e.g. by a
@@ -43,7 +46,7 @@ import shutil
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,11 +314,11 @@ class _Buffers(threading.local):
         self.returns = np.empty(chunk_rows, np.float64)
 
 
-def _pass1(ds: Dataset, chunk: _Chunk, steps: _Shards, values: _Shards, cfg: SidecarConfig,
-           tables, buffers: _Buffers) -> _ChunkInfo:
-    """Check the chunk's rows, store run_id, step_index and the rewards, summarise it."""
+def _summarise(ds: Dataset, chunk: _Chunk, steps: _Shards, cfg: SidecarConfig, tables,
+               buffers: _Buffers) -> _ChunkInfo:
+    """Check the chunk's rows and fill the key and reward columns of buffers.values."""
     rows = steps.read(chunk, buffers.rows)
-    out = buffers.values[:len(rows)]  # every column is written (the returns in pass 2)
+    out = buffers.values[:len(rows)]  # every column is written (the returns by _returns)
     rewards = out["reward"]
     flags, _ = check_rows(rows, *tables, full=False, rewards=rewards,
                           flags=buffers.flags[:len(rows)])
@@ -336,24 +339,54 @@ def _pass1(ds: Dataset, chunk: _Chunk, steps: _Shards, values: _Shards, cfg: Sid
     ends = np.append(starts[1:], len(rows)) - 1
     ended = np.zeros(len(ends), np.bool_)
     _ends_games(rows["board"], rows["tile_65536_mask"], rows["move_dir"], ends, *tables, ended)
-    values.write(chunk, out)
     head, head_len = head_return(rewards, ids, cfg.gamma)
     edge = rows[[0, -1]]  # a copy: the buffer is reused by the next chunk
     return _ChunkInfo(head, head_len, len(rows), edge[0], edge[1], ids[starts].astype(np.int64),
                       np.add.reduceat(rewards, starts, dtype=np.int64), ended)
 
 
-def _pass2(ds: Dataset, chunk: _Chunk, values: _Shards, carry: float, cfg: SidecarConfig,
-           buffers: _Buffers) -> int:
-    """The returns of the chunk's rows, from the return flowing in from the next chunk."""
-    out = values.read(chunk, buffers.values)
+def _returns(ds: Dataset, chunk: _Chunk, carry: float, cfg: SidecarConfig,
+             buffers: _Buffers) -> np.ndarray:
+    """Fill the return columns of buffers.values (filled by _summarise) from the return
+    flowing in from the next chunk; the chunk's finished rows."""
+    out = buffers.values[:chunk.stop - chunk.start]
     if _returns_columns(out["reward"], out["run_id"], cfg.gamma, carry, cfg.reward_scale,
                         cfg.epsilon, out["return_raw"], out["return_scaled"],
                         buffers.returns[:len(out)]):
         raise UserError(f"{chunk.where(ds, 0)}: non-finite return (gamma {cfg.gamma}, "
                         f"reward scale {cfg.reward_scale})")
-    values.write(chunk, out)
-    return len(out)
+    return out
+
+
+class _Aborted(Exception):
+    """Another chunk failed: this one stops (the other's error is the one reported)."""
+
+
+class _CarryBoard:
+    """Chunk summaries as they arrive, and the return flowing into a chunk once every later
+    chunk is summarised. Chunks are processed from the last to the first, so a chunk rarely
+    waits: its successors were started before it."""
+
+    def __init__(self, chunks: int, gamma: float) -> None:
+        self.infos: list[_ChunkInfo | BaseException | None] = [None] * chunks
+        self.gamma = gamma
+        self.cond = threading.Condition()
+
+    def post(self, c: int, info: _ChunkInfo | BaseException) -> None:
+        with self.cond:
+            self.infos[c] = info
+            self.cond.notify_all()
+
+    def carry(self, c: int) -> float:
+        with self.cond:
+            self.cond.wait_for(lambda: all(i is not None for i in self.infos[c + 1:]))
+            later = self.infos[c:]
+        if any(isinstance(i, BaseException) for i in later):
+            raise _Aborted
+        continues = [int(a.last["run_id"]) == int(b.first["run_id"])
+                     for a, b in itertools.pairwise(later)] + [False]
+        return chunk_carries([(i.head, i.head_len) for i in later], [i.rows for i in later],
+                             continues, self.gamma)[0]
 
 
 def _link(ds: Dataset, chunks: list[_Chunk], infos: list[_ChunkInfo], tables) -> tuple[
@@ -418,24 +451,32 @@ def build_sidecar(dataset: Path, cfg: SidecarConfig, output: Path | None = None,
         values = _Shards.create(paths, [len(shard) for shard in ds.shards], VALUES_DTYPE)
         opened = [steps, values]
         buffers = _Buffers(min(chunk_rows, max(1, ds.num_rows)))
-        with progress_bar(progress, total=2 * ds.num_rows, unit="row", unit_scale=True,
+        with progress_bar(progress, total=ds.num_rows, unit="row", unit_scale=True,
                           desc="value-sidecar") as bar, \
                 ThreadPoolExecutor(workers) as pool:
 
-            def first_pass(c: int) -> _ChunkInfo:
-                info = _pass1(ds, chunks[c], steps, values, cfg, tables, buffers)
+            board = _CarryBoard(len(chunks), cfg.gamma)
+
+            def process(c: int) -> _ChunkInfo:
+                try:
+                    info = _summarise(ds, chunks[c], steps, cfg, tables, buffers)
+                except BaseException as e:
+                    board.post(c, e)
+                    raise
+                board.post(c, info)
+                values.write(chunks[c], _returns(ds, chunks[c], board.carry(c), cfg, buffers))
                 bar.update(info.rows)
                 return info
 
             runs_table = pool.submit(lambda: ds.runs)  # read metadata.db meanwhile
-            infos = list(pool.map(first_pass, range(len(chunks))))
-            continues, sums, ended = _link(ds, chunks, infos, tables)
-            carries = chunk_carries([(i.head, i.head_len) for i in infos],
-                                    [i.rows for i in infos], continues, cfg.gamma)
-            for done in pool.map(
-                    lambda c: _pass2(ds, chunks[c], values, carries[c], cfg, buffers),
-                    range(len(chunks))):
-                bar.update(done)
+            futures = [pool.submit(process, c) for c in reversed(range(len(chunks)))]
+            wait(futures)
+            errors = [f.exception() for f in futures if f.exception() is not None]
+            real = [e for e in errors if not isinstance(e, _Aborted)]
+            if errors:
+                raise real[0] if real else errors[0]
+            infos = [f.result() for f in reversed(futures)]
+            _, sums, ended = _link(ds, chunks, infos, tables)
             for files in opened:
                 files.close()
             opened = []
