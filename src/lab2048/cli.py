@@ -15,7 +15,7 @@ from lab2048 import __version__
 from lab2048.config import add_config_args, build_config
 from lab2048.data.config import GenerateConfig
 from lab2048.errors import UserError
-from lab2048.play.config import PlayConfig
+from lab2048.play.config import PlayConfig, ValueSmokeConfig
 
 PACK_FORMATS = ("macroxue-jsonl", "macroxue-text")
 
@@ -24,6 +24,20 @@ def _play(args: argparse.Namespace) -> int:
     from lab2048.play.evaluate import run
 
     run(build_config(PlayConfig, args), overwrite=args.overwrite)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from lab2048.serve.server import serve
+
+    return serve(args.init, tcp=args.tcp, uds=args.uds, device=args.device,
+                 max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+
+
+def _value_smoke(args: argparse.Namespace) -> int:
+    from lab2048.play.value_smoke import run
+
+    run(build_config(ValueSmokeConfig, args), overwrite=args.overwrite)
     return 0
 
 
@@ -123,11 +137,38 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("play", help="play games with an agent and summarise them",
-                       description="Play seeded games with a simple agent; print a summary and "
-                       "optionally write games.csv, summary.json and scores.png to --out.")
+                       description="Play seeded games with a baseline agent or a model's policy "
+                       "(--init DIR in process, --server ADDR through `lab2048 serve`); print "
+                       "a summary and optionally write games.csv, summary.json and scores.png "
+                       "to --out.")
     add_config_args(p, PlayConfig)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(run=_play)
+
+    p = sub.add_parser("serve", help="serve a model over gRPC (micro-batched)",
+                       description="Serve a model init directory with the gRPC Inference "
+                       "service (proto/lab2048/inference/v1/inference.proto) and the standard "
+                       "health service. Concurrent requests share forward passes. Listens on "
+                       "127.0.0.1:50051 unless told otherwise; SIGTERM or SIGINT shut it down "
+                       "gracefully.")
+    p.add_argument("--init", type=Path, required=True, metavar="DIR", help="model init directory")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="TCP address (default: 127.0.0.1:50051)")
+    p.add_argument("--uds", metavar="PATH", help="Unix domain socket instead of TCP")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
+    p.add_argument("--max-batch", type=int, default=256, metavar="N",
+                   help="boards per forward pass at most (default: 256)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, metavar="T",
+                   help="how long a batch waits to fill after its first board (default: 2)")
+    p.set_defaults(run=_serve)
+
+    p = sub.add_parser("value-smoke", help="predicted values against realised returns",
+                       description="Play short seeded rollouts with a model's policy and compare "
+                       "the value head's prediction at every step with the discounted return "
+                       "realised afterwards in the same rollout: MAE, correlation and explained "
+                       "variance in points, value-smoke.json, steps.csv and value-smoke.png.")
+    add_config_args(p, ValueSmokeConfig)
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(run=_value_smoke)
 
     p = sub.add_parser("replay", help="check the engine against macroxue/2048-ai text logs",
                        description="Replay macroxue/2048-ai `-v` game logs (.txt or .txt.gz) "

@@ -1,6 +1,9 @@
 """`lab2048 play`: play games with an agent, print a summary, write games.csv, summary.json and
 scores.png.
 
+Agents are the compiled baselines (agents.py) or a model's policy (model_agent.py: --init DIR
+in process, --server ADDR through the inference server), which also prints periodic lines.
+
 The summary reports exact scores (sums of rewards), moves, the share of games whose highest
 tile reached each power of two from 256 up, why games ended, and the engine's speed.
 """
@@ -16,7 +19,7 @@ import numpy as np
 from lab2048.engine.conventions import EndReason, tile_value
 from lab2048.io import atomic_path, claim_outputs, write_json, write_text
 from lab2048.play.agents import GameResults, play_games
-from lab2048.play.config import PlayConfig
+from lab2048.play.config import MODEL_AGENT, PlayConfig
 
 REACH_TILES = tuple(1 << k for k in range(8, 17))
 OUTPUT_FILES = ("games.csv", "summary.json", "scores.png")
@@ -94,7 +97,13 @@ def run(cfg: PlayConfig, overwrite: bool = False) -> dict:
     if out is not None:
         claim_outputs([out / name for name in OUTPUT_FILES], overwrite)
     seeds = np.arange(cfg.games, dtype=np.uint64) + np.uint64(cfg.seed)
-    res = play_games(cfg.agent, seeds, cfg.max_moves)
+    if cfg.agent == MODEL_AGENT:
+        from lab2048.play.model_agent import open_predictor, play_model_games
+
+        with open_predictor(cfg.init, cfg.server, cfg.device) as predict:
+            res, _ = play_model_games(predict, seeds, cfg.max_moves)
+    else:
+        res = play_games(cfg.agent, seeds, cfg.max_moves)
     summary = summarize(res)
     print(format_summary(summary))
     if out is not None:
