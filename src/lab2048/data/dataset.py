@@ -272,26 +272,38 @@ def _read_valuation_types(path: Path) -> dict[str, int]:
     return data
 
 
-def _read_metadata(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(runs as column arrays sorted by id, session dict)."""
+RUN_COLUMNS = ("id", "seed", "steps", "max_score", "highest_tile")
+
+
+def _query(path: Path, sql: str) -> list[tuple]:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            rows = db.execute(
-                "SELECT id, seed, steps, max_score, highest_tile FROM runs ORDER BY id").fetchall()
-            session = dict(db.execute("SELECT meta_key, meta_value FROM session").fetchall())
+            return db.execute(sql).fetchall()
         finally:
             db.close()
-        arr = np.fromiter(itertools.chain.from_iterable(rows), np.int64, 5 * len(rows))
     except sqlite3.Error as e:
         raise UserError(f"{path}: not a readable metadata database ({e})") from None
+
+
+def read_runs(path: Path, columns: tuple[str, ...] = RUN_COLUMNS) -> dict[str, np.ndarray]:
+    """Columns of the runs table as int64 arrays, sorted by id."""
+    rows = _query(path, f"SELECT {', '.join(columns)} FROM runs ORDER BY id")
+    try:
+        flat = np.fromiter(itertools.chain.from_iterable(rows), np.int64,
+                           len(columns) * len(rows))
     except (TypeError, ValueError, OverflowError) as e:
         raise UserError(f"{path}: runs table holds a value that is not an integer ({e})") from None
-    arr = arr.reshape(-1, 5)
-    names = ("id", "seed", "steps", "max_score", "highest_tile")
-    return {name: arr[:, i].copy() for i, name in enumerate(names)}, session
+    arr = flat.reshape(-1, len(columns))
+    return {name: arr[:, i].copy() for i, name in enumerate(columns)}
+
+
+def _read_metadata(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(runs as column arrays sorted by id, session dict)."""
+    runs = read_runs(path)
+    return runs, dict(_query(path, "SELECT meta_key, meta_value FROM session"))
 
 
 def default_dataset() -> Path:

@@ -54,7 +54,7 @@ import numpy as np
 from numba import njit
 
 from lab2048.data.check import BAD_CHAIN, BAD_MASK, BAD_ORDER, ILLEGAL_MOVE, check_rows
-from lab2048.data.dataset import STEP_DTYPE, Dataset
+from lab2048.data.dataset import STEP_DTYPE, Dataset, read_runs
 from lab2048.engine import kernels as K
 from lab2048.errors import UserError
 from lab2048.io import progress_bar, read_json
@@ -468,7 +468,7 @@ def build_sidecar(dataset: Path, cfg: SidecarConfig, output: Path | None = None,
                 bar.update(info.rows)
                 return info
 
-            runs_table = pool.submit(lambda: ds.runs)  # read metadata.db meanwhile
+            runs_table = pool.submit(read_runs, ds.root / "metadata.db", ("id", "max_score"))
             futures = [pool.submit(process, c) for c in reversed(range(len(chunks)))]
             wait(futures)
             errors = [f.exception() for f in futures if f.exception() is not None]
