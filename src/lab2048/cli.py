@@ -108,6 +108,17 @@ def _value_sidecar(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from lab2048.train.config import load_train_config
+
+    cfg = load_train_config(args.config, args.set)
+    from lab2048.train.trainer import train
+
+    metrics = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    print(f"{cfg.train.out}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    return 0
+
+
 def _add_value_sidecar_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", type=Path, metavar="DIR",
                    help="packed dataset (default: the small one embedded in the package)")
@@ -213,6 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("value-sidecar", help="rewards and discounted returns for a dataset",
                        description=_VALUE_SIDECAR_HELP)
     _add_value_sidecar_args(p)
+
+    p = sub.add_parser("train", help="train policy and value heads on a dataset and sidecar",
+                       description="Train the model on a packed dataset joined with its value "
+                       "sidecar: a TOML config (sections data, model, objective, optim, train; "
+                       "see configs/train/), then --set overrides. Writes metrics.jsonl, "
+                       "curves.png, checkpoint.pt and the init directory to train.out.")
+    p.add_argument("--config", type=Path, metavar="FILE", help="TOML config")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config key (repeatable), e.g. --set train.steps=500")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in train.out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    p.set_defaults(run=_train)
     return parser
 
 

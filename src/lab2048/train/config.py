@@ -1,0 +1,199 @@
+"""The `lab2048 train` config (stdlib only: the CLI parses it before importing torch).
+
+A TOML file with five tables; every key has a default in code, `--set section.key=value`
+overrides one key after the file (values parse as TOML literals, anything else is a string):
+
+    [data]       dataset, sidecar, where (SQL over runs), validation split by run, augmentation
+    [model]      the model's architecture: lab2048.model.ModelConfig, its [model.value_head]
+                 and [model.value_head.support] tables (checked by ModelConfig.from_dict)
+    [objective]  policy/value loss weights, value target column, binned_ev's FAILURE value
+    [optim]      AdamW, schedule (wsd or cosine), warmup, clipping
+    [train]      mode, init, steps, batch size, evaluation/checkpoint cadence, seed, out, device
+
+Unknown keys, wrong types and invalid values are one-line UserErrors naming the file and key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab2048.config import _check_table, _construct
+from lab2048.errors import UserError
+
+MODES = ("scratch", "joint", "value_only")
+SCHEDULES = ("wsd", "cosine")
+VALUE_TARGETS = ("return_scaled", "return_raw")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = ""  # packed dataset directory; "" = the small one embedded in the package
+    sidecar: str = ""  # directory of values.json and values-NNNNN.npy; "" = the dataset's own
+    where: str = ""  # SQL condition over metadata.db's runs table choosing the runs to use
+    val_where: str = ""  # SQL choosing the validation runs; "" = a random val_fraction of runs
+    val_fraction: float = 0.1  # of the selected runs, held out (at least one run)
+    split_seed: int = 0  # seeds the choice of validation runs
+    val_rows: int = 16384  # validation steps evaluated (evenly spaced over the held-out runs)
+    augment: bool = True  # a random one of the 8 board symmetries per training sample
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_rows < 1:
+            raise ValueError(f"data.val_rows must be at least 1, got {self.val_rows}")
+
+
+@dataclass
+class ObjectiveConfig:
+    policy_weight: float = 1.0
+    value_weight: float = 1.0
+    value_target: str = "return_scaled"  # sidecar column: return_scaled (h-space) or return_raw
+    failure_value: float = -800.0  # binned_ev: a legal move valued at most this is FAILURE
+
+    def __post_init__(self) -> None:
+        if self.policy_weight < 0 or self.value_weight < 0:
+            raise ValueError("objective weights must be non-negative")
+        if self.value_target not in VALUE_TARGETS:
+            raise ValueError(f"objective.value_target must be one of {VALUE_TARGETS}, got "
+                             f"{self.value_target!r}")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # the last learning rate, as a fraction of lr
+    weight_decay: float = 0.1  # on matrices and embeddings only
+    beta1: float = 0.9
+    beta2: float = 0.95
+    schedule: str = "wsd"  # wsd: warmup, constant, linear decay; cosine: warmup, cosine decay
+    warmup_steps: int = 100
+    decay_fraction: float = 0.2  # wsd: the final share of steps spent decaying
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not self.lr > 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("optim.lr must be positive and optim.min_lr_ratio in [0, 1]")
+        if self.warmup_steps < 0 or not 0 <= self.decay_fraction <= 1 or self.grad_clip < 0:
+            raise ValueError("optim.warmup_steps, decay_fraction and grad_clip must be >= 0 "
+                             "(decay_fraction at most 1)")
+
+
+@dataclass
+class RunConfig:
+    mode: str = "scratch"  # scratch: co-train both heads; joint: fine-tune an init; value_only
+    init: str = ""  # model init directory to start from (joint, value_only)
+    freeze_trunk: bool = False  # value_only: the encoder gets no gradient (and no dropout)
+    steps: int = 1000  # optimizer steps (the schedule's horizon)
+    batch_size: int = 256
+    eval_every: int = 200  # steps between validations (and at the end)
+    checkpoint_every: int = 200  # steps between checkpoints (and at the end)
+    seed: int = 0  # model init, data order, augmentation, dropout
+    out: str = "runs/train"  # run directory: metrics.jsonl, curves.png, checkpoint.pt, init/
+    device: str = "auto"  # auto: cuda when available, else cpu
+    compile: bool = False  # torch.compile the model (CUDA only)
+    progress: bool = True  # a progress bar on terminals
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"train.mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode != "scratch" and not self.init:
+            raise ValueError(f"train.mode = {self.mode!r} needs train.init (a model init dir)")
+        if self.freeze_trunk and self.mode != "value_only":
+            raise ValueError("train.freeze_trunk is for train.mode = 'value_only'")
+        if self.device not in DEVICES:
+            raise ValueError(f"train.device must be one of {DEVICES}, got {self.device!r}")
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: RunConfig = field(default_factory=RunConfig)
+    model: dict = field(default_factory=dict)  # ModelConfig's fields, checked by the model
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = ("data", "objective", "optim", "train", "model")
+
+
+def parse_set(items: list[str]) -> list[tuple[list[str], Any]]:
+    """`section.key=value` strings -> (path, value); values parse as TOML literals."""
+    out = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        path = key.strip().split(".")
+        if not sep or len(path) < 2 or not all(path):
+            raise UserError(f"--set {item!r}: expected section.key=value")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        out.append((path, value))
+    return out
+
+
+def load_train_config(path: Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults, then the TOML file, then `--set` overrides; checked, one-line errors."""
+    data: dict[str, Any] = {}
+    source = str(path) if path else "config"
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{path}: cannot read ({e})") from None
+        except tomllib.TOMLDecodeError as e:
+            raise UserError(f"{path}: not valid TOML ({e})") from None
+    for keys, value in parse_set(overrides or []):
+        if keys[0] not in _SECTIONS:
+            raise UserError(f"--set {'.'.join(keys)}: unknown section {keys[0]!r} (known: "
+                            f"{', '.join(_SECTIONS)})")
+        table = data
+        for name in keys[:-1]:
+            table = table.setdefault(name, {})
+            if not isinstance(table, dict):
+                raise UserError(f"--set {'.'.join(keys)}: {name} is not a table")
+        table[keys[-1]] = value
+        source = f"{path} with --set" if path else "--set"
+    return from_dict(data, source)
+
+
+def from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
+    data = copy.deepcopy(data)
+    model = data.pop("model", {})
+    if not isinstance(model, dict):
+        raise UserError(f"{source}: model must be a table [model]")
+    try:
+        cfg = _construct(TrainConfig, _check_table(TrainConfig, data, Path(source)))
+    except ValueError as e:
+        raise UserError(f"{source}: {e}") from None
+    cfg.model = model
+    model_config(cfg, source)  # checks the [model] table now, not after loading data
+    return cfg
+
+
+def model_config(cfg: TrainConfig, source: str = "config"):
+    """The lab2048.model.ModelConfig of the [model] table (imports the model package)."""
+    from lab2048.model.config import ModelConfig
+
+    return ModelConfig.from_dict(cfg.model, f"{source} [model]")
+
+
+def config_json(cfg: TrainConfig) -> str:
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,73 @@
+"""Losses and validation metrics, on the model's outputs, always in float32.
+
+- Policy, action_policy: cross-entropy of the masked move logits (`mask_illegal`, the one mask
+  training, evaluation and serving share) against the teacher's move.
+- Policy, binned_ev: cross-entropy of each move's head against its class (loader.ev_classes),
+  averaged over the 4 moves.
+- Value targets live in h-space: `return_scaled` is already h(reward_scale G) (used as is, never
+  transformed twice; its reward_scale and eps must be the model's); `return_raw` is transformed
+  once here with value_transform.h. mse: squared error of the h-space scalar; cross_entropy:
+  cross-entropy against value_transform.two_hot over the head's support.
+- Metrics: policy agreement (argmax over legal moves == teacher move), the losses, and the
+  decoded value (points, per-atom decoding via the head) against return_raw: MAE and R^2.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lab2048.model import mask_illegal, move_logits
+from lab2048.value_transform import h, two_hot
+
+
+def policy_loss(policy_out: torch.Tensor, kind: str, legal: torch.Tensor,
+                move: torch.Tensor, ev_class: torch.Tensor | None) -> torch.Tensor:
+    if kind == "action_policy":
+        return F.cross_entropy(mask_illegal(policy_out.float(), legal), move)
+    return F.cross_entropy(policy_out.float().reshape(-1, policy_out.shape[-1]),
+                           ev_class.reshape(-1))
+
+
+def value_target(head_cfg, target: str, return_raw: torch.Tensor,
+                 return_scaled: torch.Tensor) -> torch.Tensor:
+    """The h-space target of the value head (float32)."""
+    if target == "return_scaled":
+        return return_scaled.float()
+    return h(return_raw.double() * head_cfg.reward_scale, head_cfg.epsilon).float()
+
+
+def value_loss(value_out: torch.Tensor, head_cfg, target_h: torch.Tensor) -> torch.Tensor:
+    if head_cfg.objective == "mse":
+        return F.mse_loss(value_out.float(), target_h)
+    probs = two_hot(target_h, head_cfg.support)
+    return -(probs * F.log_softmax(value_out.float(), -1)).sum(-1).mean()
+
+
+def agreement(policy_out: torch.Tensor, kind: str, legal: torch.Tensor,
+              move: torch.Tensor) -> torch.Tensor:
+    """Per-sample 1.0 where the argmax legal move is the teacher's move."""
+    scores = mask_illegal(move_logits(policy_out, kind).float(), legal)
+    return (scores.argmax(-1) == move).float()
+
+
+class ValueStats:
+    """Streaming MAE and R^2 of predicted points against return_raw (float64 sums)."""
+
+    def __init__(self) -> None:
+        self.n, self.abs_err, self.sq_err, self.sum_y, self.sum_y2 = 0, 0.0, 0.0, 0.0, 0.0
+
+    def add(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        p, y = pred.double().cpu(), target.double().cpu()
+        self.n += len(y)
+        self.abs_err += float((p - y).abs().sum())
+        self.sq_err += float(((p - y) ** 2).sum())
+        self.sum_y += float(y.sum())
+        self.sum_y2 += float((y * y).sum())
+
+    def result(self) -> dict[str, float]:
+        if self.n == 0:
+            return {}
+        var = self.sum_y2 - self.sum_y ** 2 / self.n
+        return {"value_mae": self.abs_err / self.n,
+                "value_r2": 1 - self.sq_err / var if var > 0 else float("nan")}
