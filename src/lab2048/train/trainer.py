@@ -51,7 +51,8 @@ from lab2048.train.objectives import (
 CHECKPOINT, METRICS, CURVES, INIT = "checkpoint.pt", "metrics.jsonl", "curves.png", "init"
 LOG_EVERY = 10
 # keys that may change between a run and its resumption
-_RESUMABLE = {"train.progress", "train.device", "train.compile", "train.out"}
+_RESUMABLE = {"train.progress", "train.device", "train.compile", "train.out",
+              "train.max_seconds"}
 
 
 def lr_factor(step: int, cfg, total: int) -> float:
@@ -333,6 +334,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     last_val: dict = {}
     window: dict[str, float] = {}
     seen, tick, sps = 0, time.perf_counter(), 0.0
+    started, done = time.perf_counter(), start
     with progress_bar(t.progress, total=t.steps, initial=start, unit="step",
                       desc=f"train {t.mode}") as bar:
         for step in range(start, t.steps):
@@ -344,7 +346,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
                 window[k] = window.get(k, 0.0) + v
             seen += 1
             done = step + 1
-            if done % LOG_EVERY == 0 or done == t.steps or done % t.checkpoint_every == 0:
+            out_of_time = 0 < t.max_seconds <= time.perf_counter() - started
+            if (done % LOG_EVERY == 0 or done == t.steps or done % t.checkpoint_every == 0
+                    or out_of_time):
                 now = time.perf_counter()
                 sps = seen * t.batch_size / (now - tick)
                 rec = {"kind": "train", "step": done, "samples": done * t.batch_size, "lr": lr,
@@ -354,16 +358,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.2e}",
                                 samples_s=f"{sps:,.0f}", refresh=False)
                 window, seen, tick = {}, 0, time.perf_counter()
-            if done % t.eval_every == 0 or done == t.steps:
+            if done % t.eval_every == 0 or done == t.steps or out_of_time:
                 last_val = run.evaluate()
                 if last_val:
                     record({"kind": "val", "step": done, **last_val})
                     bar.write(f"step {done}: " + ", ".join(
                         f"{k} {v:.4g}" for k, v in last_val.items()))
                 tick = time.perf_counter()  # validation time is not training throughput
-            if done % t.checkpoint_every == 0 or done == t.steps:
+            if done % t.checkpoint_every == 0 or done == t.steps or out_of_time:
                 checkpoint(done)
                 tick = time.perf_counter()
             bar.update(1)
+            if out_of_time:
+                bar.write(f"train.max_seconds ({t.max_seconds:g} s) reached after {done} steps")
+                break
     metrics_file.close()
     return {**last_val, "samples_per_s": sps}
