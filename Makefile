@@ -16,11 +16,15 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
-# the embedded teacher dataset checked and given a value sidecar, a short teacher run, and
-# the baseline agents' games
+# the main job on the embedded teacher dataset: check it, build its value sidecar, train a
+# small policy + value model, play games with it and compare its values with the returns;
+# then a short teacher run and the baseline agents' games
 demo: $(VENV)/.installed
 	$(BIN)/lab2048 check
 	$(BIN)/lab2048 value-sidecar --output runs/demo/default-values --overwrite
+	$(BIN)/lab2048 train --config configs/train/demo.toml --overwrite
+	$(BIN)/lab2048 play --init runs/demo/train/init --games 32 --seed 1 --out runs/demo/model-play --overwrite
+	$(BIN)/lab2048 value-smoke --init runs/demo/train/init --games 8 --out runs/demo/value-smoke --overwrite
 	$(BIN)/lab2048 generate --config configs/demo-generate.toml --overwrite
 	$(BIN)/lab2048 check runs/demo/teacher
 	$(BIN)/lab2048 play --config configs/demo.toml --out runs/demo/play --overwrite

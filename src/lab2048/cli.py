@@ -31,7 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
     from lab2048.serve.server import serve
 
     return serve(args.init, tcp=args.tcp, uds=args.uds, device=args.device,
-                 max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+                 max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads)
 
 
 def _value_smoke(args: argparse.Namespace) -> int:
@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="boards per forward pass at most (default: 256)")
     p.add_argument("--max-wait-ms", type=float, default=2.0, metavar="T",
                    help="how long a batch waits to fill after its first board (default: 2)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="torch CPU threads (default 0: torch's default, one per core)")
     p.set_defaults(run=_serve)
 
     p = sub.add_parser("value-smoke", help="predicted values against realised returns",

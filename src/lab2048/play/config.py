@@ -29,6 +29,9 @@ class PlayConfig:
     server: str = field(default="", metadata={
         "help": "inference server HOST:PORT or unix:PATH (agent model, played remotely)"})
     device: str = field(default="cpu", metadata={"help": "torch device of an in-process model"})
+    threads: int = field(default=1, metadata={
+        "help": "torch CPU threads of an in-process model (0: torch's default); one thread "
+                "avoids stalls on shared cores"})
 
     def __post_init__(self) -> None:
         if not self.agent:
@@ -59,6 +62,9 @@ class ValueSmokeConfig:
     gamma: float = field(default=0.997, metadata={"help": "discount of the realised return"})
     moves: int = field(default=400, metadata={"help": "moves per rollout at most"})
     device: str = field(default="cpu", metadata={"help": "torch device of an in-process model"})
+    threads: int = field(default=1, metadata={
+        "help": "torch CPU threads of an in-process model (0: torch's default); one thread "
+                "avoids stalls on shared cores"})
     out: str = field(default="runs/value-smoke", metadata={
         "help": "directory for value-smoke.json, steps.csv and value-smoke.png"})
 

@@ -100,7 +100,7 @@ def run(cfg: PlayConfig, overwrite: bool = False) -> dict:
     if cfg.agent == MODEL_AGENT:
         from lab2048.play.model_agent import open_predictor, play_model_games
 
-        with open_predictor(cfg.init, cfg.server, cfg.device) as predict:
+        with open_predictor(cfg.init, cfg.server, cfg.device, cfg.threads) as predict:
             res, _ = play_model_games(predict, seeds, cfg.max_moves)
     else:
         res = play_games(cfg.agent, seeds, cfg.max_moves)

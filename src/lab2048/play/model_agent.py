@@ -76,9 +76,11 @@ class RemotePredictor:
 
 
 @contextlib.contextmanager
-def open_predictor(init: str = "", server: str = "", device: str = "cpu") -> Iterator:
-    """A predictor for --init DIR (in process) or --server ADDR (remote; an --init given too
-    must hold the served model's config)."""
+def open_predictor(init: str = "", server: str = "", device: str = "cpu",
+                   threads: int = 1) -> Iterator:
+    """A predictor for --init DIR (in process, on `threads` torch CPU threads; 0 leaves
+    torch's default) or --server ADDR (remote; an --init given too must hold the served
+    model's config)."""
     if server:
         pred = RemotePredictor(server)
         if init:
@@ -97,6 +99,8 @@ def open_predictor(init: str = "", server: str = "", device: str = "cpu") -> Ite
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"--device {device}: CUDA is not available")
+        if threads > 0:
+            torch.set_num_threads(threads)
         pred = LocalPredictor(load_init(init, device=device))
     try:
         yield pred

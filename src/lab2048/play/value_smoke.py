@@ -60,7 +60,7 @@ def run(cfg: ValueSmokeConfig, overwrite: bool = False) -> dict:
     if out is not None:
         claim_outputs([out / name for name in OUTPUT_FILES], overwrite)
     seeds = np.arange(cfg.games, dtype=np.uint64) + np.uint64(cfg.seed)
-    with open_predictor(cfg.init, cfg.server, cfg.device) as predict:
+    with open_predictor(cfg.init, cfg.server, cfg.device, cfg.threads) as predict:
         if not predict.has_value:
             raise UserError(f"{cfg.server or cfg.init}: the model has no value head")
         res, traj = play_model_games(predict, seeds, cfg.moves, with_value=True,

@@ -224,7 +224,8 @@ async def _serve_until_signal(model: Model, address: str, max_batch: int, max_wa
 
 
 def serve(init_dir: str | Path, *, tcp: str | None = None, uds: str | None = None,
-          device: str = "cpu", max_batch: int = 256, max_wait_ms: float = 2.0) -> int:
+          device: str = "cpu", max_batch: int = 256, max_wait_ms: float = 2.0,
+          threads: int = 0) -> int:
     """The `lab2048 serve` command: load the init directory and serve it until a signal."""
     from lab2048.errors import UserError
     from lab2048.model import load_init
@@ -235,11 +236,12 @@ def serve(init_dir: str | Path, *, tcp: str | None = None, uds: str | None = Non
         raise UserError(str(e)) from None
     if max_batch < 1 or max_wait_ms < 0:
         raise UserError("--max-batch must be at least 1 and --max-wait-ms at least 0")
-    if device.startswith("cuda"):
-        import torch
+    import torch
 
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: CUDA is not available")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available")
+    if threads > 0:
+        torch.set_num_threads(threads)
     model = load_init(init_dir, device=device)
     try:
         asyncio.run(_serve_until_signal(model, address, max_batch, max_wait_ms, init_dir))
