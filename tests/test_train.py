@@ -249,3 +249,31 @@ def test_shipped_configs_parse():
     for name in ("demo", "scratch", "joint", "value_only"):
         cfg = load_train_config(Path(__file__).parents[1] / "configs/train" / f"{name}.toml")
         assert cfg.train.mode in ("scratch", "joint", "value_only")
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(sidecar, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    toml = tmp_path / "t.toml"
+    toml.write_text(f'[data]\nsidecar = "{sidecar}"\nval_rows = 32\n[model]\nhidden = 32\n'
+                    'layers = 1\nheads = 2\nkv_heads = 1\nmlp = 64\n[train]\nsteps = 12\n'
+                    'batch_size = 16\neval_every = 6\ncheckpoint_every = 3\nprogress = false\n')
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "lab2048", "train", "--config", str(toml),
+                             "--set", f"train.out={killed}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert main(["train", "--config", str(toml), "--set", f"train.out={killed}", "--resume"]) == 0
+    whole = tmp_path / "whole"
+    assert main(["train", "--config", str(toml), "--set", f"train.out={whole}"]) == 0
+    a = load_init(whole / "init").state_dict()
+    b = load_init(killed / "init").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
