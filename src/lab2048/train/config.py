@@ -100,6 +100,7 @@ class RunConfig:
     seed: int = 0  # model init, data order, augmentation, dropout
     out: str = "runs/train"  # run directory: metrics.jsonl, curves.png, checkpoint.pt, init/
     device: str = "auto"  # auto: cuda when available, else cpu
+    threads: int = 0  # torch CPU threads; 0 = torch's default (one per core)
     compile: bool = False  # torch.compile the model (CUDA only)
     progress: bool = True  # a progress bar on terminals
 
@@ -112,6 +113,8 @@ class RunConfig:
             raise ValueError("train.freeze_trunk is for train.mode = 'value_only'")
         if self.device not in DEVICES:
             raise ValueError(f"train.device must be one of {DEVICES}, got {self.device!r}")
+        if self.threads < 0:
+            raise ValueError(f"train.threads must be >= 0, got {self.threads}")
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be at least 1, got {getattr(self, name)}")

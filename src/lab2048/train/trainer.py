@@ -52,7 +52,7 @@ CHECKPOINT, METRICS, CURVES, INIT = "checkpoint.pt", "metrics.jsonl", "curves.pn
 LOG_EVERY = 10
 # keys that may change between a run and its resumption
 _RESUMABLE = {"train.progress", "train.device", "train.compile", "train.out",
-              "train.max_seconds"}
+              "train.max_seconds", "train.threads"}
 
 
 def lr_factor(step: int, cfg, total: int) -> float:
@@ -291,6 +291,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
                           else "cpu" if t.device == "auto" else t.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device = 'cuda' but no CUDA device is available")
+    if t.threads:
+        torch.set_num_threads(t.threads)
     loader = Loader(cfg.data, t.batch_size, t.seed)
     run = _Run(cfg, loader, device)
     out.mkdir(parents=True, exist_ok=True)
