@@ -75,17 +75,21 @@ def _check_table(cls, data: dict, path: Path, prefix: str = "") -> dict[str, Any
     return out
 
 
-def load_toml(cls, path: Path) -> dict[str, Any]:
-    """The values a TOML file sets for `cls` (sections as nested tables), type-checked."""
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's tables; a one-line UserError naming it if missing, unreadable or invalid."""
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot read ({e})") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML ({e})") from None
-    return _check_table(cls, data, path)
+
+
+def load_toml(cls, path: Path) -> dict[str, Any]:
+    """The values a TOML file sets for `cls` (sections as nested tables), type-checked."""
+    return _check_table(cls, read_toml(path), path)
 
 
 def _construct(cls, values: dict[str, Any]):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab2048.config import _check_table, _construct
+from lab2048.config import _check_table, _construct, read_toml
 from lab2048.errors import UserError
 
 MODES = ("scratch", "joint", "value_only")
@@ -156,14 +156,7 @@ def load_train_config(path: Path | None, overrides: list[str] | None = None) -> 
     data: dict[str, Any] = {}
     source = str(path) if path else "config"
     if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: no such file") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"{path}: cannot read ({e})") from None
-        except tomllib.TOMLDecodeError as e:
-            raise UserError(f"{path}: not valid TOML ({e})") from None
+        data = read_toml(path)
     for keys, value in parse_set(overrides or []):
         if keys[0] not in _SECTIONS:
             raise UserError(f"--set {'.'.join(keys)}: unknown section {keys[0]!r} (known: "
