@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--boards", type=int, default=16, help="boards per request")
     ap.add_argument("--clients", default="1,8,64")
     ap.add_argument("--max-batch", type=int, default=256)
-    ap.add_argument("--max-wait-ms", type=float, default=2.0)
+    ap.add_argument("--max-wait-ms", type=float, default=0.5)
     ap.add_argument("--soak", type=float, default=0.0, help="seconds of a 64-client run")
     ap.add_argument("--value", action="store_true", help="a value head, and ask for values")
     ap.add_argument("--threads", type=int, default=1,

@@ -168,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     p.add_argument("--max-batch", type=int, default=256, metavar="N",
                    help="boards per forward pass at most (default: 256)")
-    p.add_argument("--max-wait-ms", type=float, default=2.0, metavar="T",
-                   help="how long a batch waits to fill after its first board (default: 2)")
+    p.add_argument("--max-wait-ms", type=float, default=0.5, metavar="T",
+                   help="how long a batch waits to fill after its first board (default: 0.5;"
+                   " on a CPU, boards arriving during a forward fill the next batch anyway)")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="torch CPU threads (default 0: torch's default, one per core)")
     p.set_defaults(run=_serve)

@@ -133,7 +133,7 @@ class BatchStats:
 class Batcher:
     """Gathers concurrent `submit` calls into forward passes of at most `max_batch` boards."""
 
-    def __init__(self, runner: Runner, max_batch: int = 256, max_wait_ms: float = 2.0):
+    def __init__(self, runner: Runner, max_batch: int = 256, max_wait_ms: float = 0.5):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if max_wait_ms < 0:

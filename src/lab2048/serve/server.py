@@ -180,7 +180,7 @@ def listen_address(tcp: str | None = None, uds: str | None = None) -> str:
 
 
 async def start_server(model: Model, address: str, *, max_batch: int = 256,
-                       max_wait_ms: float = 2.0, runner: Runner | None = None,
+                       max_wait_ms: float = 0.5, runner: Runner | None = None,
                        init_dir: str | Path | None = None) -> RunningServer:
     """Build, bind and start a server for `model` on `address` (see listen_address)."""
     batcher = Batcher(runner or ModelRunner(model), max_batch, max_wait_ms)
@@ -224,7 +224,7 @@ async def _serve_until_signal(model: Model, address: str, max_batch: int, max_wa
 
 
 def serve(init_dir: str | Path, *, tcp: str | None = None, uds: str | None = None,
-          device: str = "cpu", max_batch: int = 256, max_wait_ms: float = 2.0,
+          device: str = "cpu", max_batch: int = 256, max_wait_ms: float = 0.5,
           threads: int = 0) -> int:
     """The `lab2048 serve` command: load the init directory and serve it until a signal."""
     from lab2048.errors import UserError
