@@ -16,12 +16,7 @@ from lab2048.play.value_smoke import discounted_returns, metrics
 TINY = dict(hidden=32, layers=1, heads=4, kv_heads=2, mlp=64)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -48,12 +48,7 @@ def boards(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 12, (n, 16)).astype(np.uint8)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 class Recording:
