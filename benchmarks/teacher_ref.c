@@ -19,13 +19,11 @@
 #include <stdlib.h>
 #include <time.h>
 
-typedef uint64_t u64;
+#include "lines_ref.h"
 
 #define LOST_VALUE (-1600000.0)
 #define HASH_MUL 0x9E3779B97F4A7C15ULL
 
-static u64 move_xor[4][65536];
-static int32_t line_reward[65536];
 static float line_table[65536];
 
 typedef struct {
@@ -40,48 +38,6 @@ static uint32_t epoch;
 static double cutoff;
 static int64_t nodes;
 static int wide_needed;
-
-static void build_tables(void) {
-    for (unsigned line = 0; line < 65536; line++) {
-        for (int rev = 0; rev < 2; rev++) {
-            int cells[4], out[4] = {0, 0, 0, 0}, n = 0, open = -1;
-            int32_t reward = 0;
-            for (int k = 0; k < 4; k++) cells[rev ? 3 - k : k] = (line >> (12 - 4 * k)) & 15;
-            for (int k = 0; k < 4; k++) {
-                int e = cells[k];
-                if (!e) continue;
-                if (open >= 0 && out[open] == e) {
-                    out[open] = e + 1;
-                    reward += 1 << (e + 1);
-                    open = -1;
-                } else {
-                    out[n] = e;
-                    open = n++;
-                }
-            }
-            unsigned moved = 0;
-            for (int k = 0; k < 4; k++) {
-                int e = out[rev ? 3 - k : k];
-                if (e > 15) reward = -(1 << 24), e = 15;
-                moved |= (unsigned)e << (12 - 4 * k);
-            }
-            u64 diff = line ^ moved, col = 0;
-            for (int k = 0; k < 4; k++) col |= ((diff >> (12 - 4 * k)) & 15) << (60 - 16 * k);
-            move_xor[rev ? 3 : 2][line] = diff;
-            move_xor[rev ? 1 : 0][line] = col;
-            line_reward[line] = reward;
-        }
-    }
-}
-
-static inline u64 transpose(u64 x) {
-    u64 a1 = x & 0xF0F00F0FF0F00F0FULL, a2 = x & 0x0000F0F00000F0F0ULL;
-    u64 a3 = x & 0x0F0F00000F0F0000ULL;
-    u64 a = a1 | (a2 << 12) | (a3 >> 12);
-    u64 b1 = a & 0xFF00FF0000FF00FFULL, b2 = a & 0x00FF00FF00000000ULL;
-    u64 b3 = a & 0x00000000FF00FF00ULL;
-    return b1 | (b2 >> 24) | (b3 << 24);
-}
 
 static inline u64 move(u64 b, int d) {
     const u64 *t = move_xor[d];
