@@ -23,7 +23,8 @@ from lab2048.model import (
     move_logits,
     save_init,
 )
-from lab2048.value_transform import Support
+from lab2048.model.heads import prior_probs
+from lab2048.value_transform import Support, h, h_inverse, two_hot
 
 SUPPORT = Support(0.0, 60.0, 31)
 VALUE_HEADS = {
@@ -288,3 +289,23 @@ def test_mixed_precision_forward_keeps_float32_norms_and_close_outputs():
     torch.testing.assert_close(mixed[1].float(), ref[1], atol=0.05, rtol=0.05)
     torch.testing.assert_close(model.value.decode(mixed[2]).points,
                                model.value.decode(ref[2]).points, rtol=0.02, atol=0.5)
+
+
+@pytest.mark.parametrize("x", [0.0, 1.75, 500.0, 9000.0, 60000.0, 1e9])
+def test_cross_entropy_prior_is_a_distribution_decoding_to_the_prior(x):
+    support, eps = Support(), 1e-3
+    p = prior_probs(support, eps, x)
+    raw = h_inverse(support.atoms, eps)
+    assert p.min() >= 0 and p.sum() == pytest.approx(1.0, abs=1e-12)
+    assert p @ raw == pytest.approx(min(x, raw[-1]), rel=1e-9, abs=1e-9)
+
+
+def test_cross_entropy_prior_is_broad_so_first_targets_cost_a_few_nats():
+    """Returns from half to one and a half times the prior (two sigmas in h-space) cost < 8
+    nats at the first step, not the ~23 nats of a two-hot prior (-log 1e-10)."""
+    support, eps = Support(), 1e-3
+    p = prior_probs(support, eps, 9000.0)
+    assert (p > 0.05).sum() <= 2  # the two-hot half is still there
+    for target in (4500.0, 6000.0, 10000.0, 13500.0):
+        probs = two_hot(np.array([h(target, eps)]), support)[0]
+        assert -(probs * np.log(p + 1e-10)).sum() < 8.0

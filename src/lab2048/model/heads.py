@@ -7,7 +7,8 @@
   `attention`: one learned query per head, Perceiver-style), RMSNorm and a linear output: one
   h-space scalar (`mse`) or logits over the support's atoms (`cross_entropy`). The output
   layer starts with zero weights and a bias that decodes to the configured prior (in points),
-  for example the dataset's mean return, rather than to the support's midpoint.
+  for example the dataset's mean return, rather than to the support's midpoint; a categorical
+  head starts broad (half its mass on a Gaussian in h-space, `prior_probs`), not peaked.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from lab2048.value_transform import Decoded, decode, h, h_inverse
 
 ILLEGAL_LOGIT = -1e9  # finite: a board with no legal move gives uniform probabilities, not NaN
 MOVE_BITS = (1, 2, 4, 8)  # Up, Down, Left, Right
-PRIOR_FLOOR = 1e-10  # initial probability of every atom (shifts the prior by < 0.01 points)
+PRIOR_FLOOR = 1e-10  # added to every atom's initial probability (shifts the prior < 0.01 points)
+PRIOR_SPREAD = 0.5  # share of a fresh cross_entropy head's mass on a broad Gaussian (prior_probs)
+PRIOR_WIDTH = 1 / 40  # that Gaussian's std, as a share of the support's span in h-space
 
 
 def legal_moves(legal_bits, device=None) -> torch.Tensor:
@@ -114,19 +117,44 @@ class ValueHead(nn.Module):
     @torch.no_grad()
     def reset_output(self, prior: float) -> None:
         """Zero output weights and a bias that decodes to `prior` points for every board:
-        h(prior) for mse; for cross_entropy, log(p + floor) with p on the two atoms around the
-        prior, weighted so that sum_i p_i h^-1(atom_i) = prior exactly (a two-hot in h-space
-        would decode to h^-1 interpolated linearly, which overshoots where h^-1 curves)."""
+        h(prior) for mse, log(prior_probs(...)) for cross_entropy."""
         c = self.cfg
-        x = prior * c.reward_scale
         nn.init.zeros_(self.out.weight)
         if c.objective == "mse":
-            self.out.bias.fill_(float(h(np.float64(x), c.epsilon)))
+            self.out.bias.fill_(float(h(np.float64(prior * c.reward_scale), c.epsilon)))
             return
-        raw = h_inverse(c.support.atoms, c.epsilon)
-        x = min(max(x, raw[0]), raw[-1])
-        i = min(int(np.searchsorted(raw, x, "right")) - 1, c.support.n - 2)
-        t = (x - raw[i]) / (raw[i + 1] - raw[i])
-        p = np.zeros(c.support.n)
-        p[i], p[i + 1] = 1 - t, t
+        p = prior_probs(c.support, c.epsilon, prior * c.reward_scale)
         self.out.bias.copy_(torch.from_numpy(np.log(p + PRIOR_FLOOR)))
+
+
+def prior_probs(support, eps: float, x: float) -> np.ndarray:
+    """A broad distribution over the atoms whose per-atom decode is exactly x (clipped to the
+    support's range):
+
+        p = (1 - a) T(x1) + a G,   G_i ~ exp(-(atom_i - h(x))^2 / (2 sigma^2)),
+        sigma = PRIOR_WIDTH (max - min),   x1 = (x - a mean(G)) / (1 - a)
+
+    with T(x1) the two atoms around x1 weighted to decode to x1 exactly (h^-1 interpolated
+    linearly: a two-hot in h-space would overshoot where h^-1 curves), and a = PRIOR_SPREAD, or
+    less where x1 would leave the support (x near its ends). The Gaussian half gives every
+    plausible return a probability far above the floor, so the first targets cost a few nats,
+    not -log(PRIOR_FLOOR) ~ 23, and the head learns to widen in tens of steps, not thousands."""
+    atoms = support.atoms
+    raw = h_inverse(atoms, eps)
+    x = min(max(x, raw[0]), raw[-1])
+    sigma = PRIOR_WIDTH * (support.max - support.min)
+    g = np.exp(-0.5 * ((atoms - float(h(np.float64(x), eps))) / sigma) ** 2)
+    g /= g.sum()
+    mean_g = float(g @ raw)
+    a = PRIOR_SPREAD
+    if mean_g > x:
+        a = min(a, (x - raw[0]) / (mean_g - raw[0]))
+    elif mean_g < x:
+        a = min(a, (raw[-1] - x) / (raw[-1] - mean_g))
+    x1 = min(max((x - a * mean_g) / (1 - a), raw[0]), raw[-1])
+    i = min(int(np.searchsorted(raw, x1, "right")) - 1, support.n - 2)
+    t = (x1 - raw[i]) / (raw[i + 1] - raw[i])
+    p = a * g
+    p[i] += (1 - a) * (1 - t)
+    p[i + 1] += (1 - a) * t
+    return p
