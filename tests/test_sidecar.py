@@ -189,10 +189,10 @@ def test_overwrite_and_interruption_keep_the_previous_sidecar(tmp_path, monkeypa
 
     import lab2048.data.sidecar as sidecar
 
-    def interrupted(path):
+    def interrupted(*args):  # after every chunk is written, before anything is published
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sidecar, "_fingerprint", interrupted)
+    monkeypatch.setattr(sidecar, "_link", interrupted)
     with pytest.raises(KeyboardInterrupt):
         build_sidecar(tmp_path / "ds", SidecarConfig(gamma=0.5), progress=False,
                       overwrite=True)
@@ -240,3 +240,51 @@ def test_embedded_dataset_sidecar(tmp_path):
     v = np.concatenate(open_sidecar(ds, tmp_path / "sc")[1])
     firsts = np.flatnonzero(v["step_index"] == 0)
     assert np.array_equal(v["return_raw"][firsts], ds.runs["max_score"])  # G_0 = final score
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 1 << 20])
+def test_runs_are_linked_across_chunks_and_checked_against_the_runs_table(tmp_path,
+                                                                          chunk_rows):
+    import sqlite3
+
+    write_engine_dataset(tmp_path / "ds", seeds=(81, 82, 83))
+    db = tmp_path / "ds" / "metadata.db"
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE runs SET max_score = max_score + 4 WHERE id = 2")
+    con.close()
+    meta = build_sidecar(tmp_path / "ds", SidecarConfig(), progress=False,
+                         chunk_rows=chunk_rows)
+    assert meta["runs"] == 3 and meta["score_mismatches"] == [2]
+    shard = tmp_path / "ds" / "steps-00000.npy"
+    original = np.load(shard)
+    rows = original.copy()
+    again = np.flatnonzero(rows["run_id"] == 3)
+    rows["run_id"][again] = 1  # run 1 again, after run 2
+    np.save(shard, rows)
+    with pytest.raises(UserError, match=f"row {again[0]}: the rows of run 1 are not contig"):
+        build_sidecar(tmp_path / "ds", SidecarConfig(), progress=False, overwrite=True,
+                      chunk_rows=chunk_rows)
+    rows = original.copy()
+    rows["run_id"][rows["run_id"] == 2] = 9  # rows of a run the runs table does not know
+    np.save(shard, rows)
+    with pytest.raises(UserError, match=r"runs \[9\] have rows but no entry"):
+        build_sidecar(tmp_path / "ds", SidecarConfig(), progress=False, overwrite=True,
+                      chunk_rows=chunk_rows)
+
+
+def test_fingerprints_of_pieces_add_up_to_the_whole_shard():
+    from lab2048.data.dataset import STEP_DTYPE
+    from lab2048.data.sidecar import _fingerprint, _Hash, _hash_piece
+
+    rng = np.random.default_rng(0)
+    rows = np.frombuffer(rng.bytes(37 * STEP_DTYPE.itemsize), STEP_DTYPE).copy()
+    whole = _fingerprint(rows)
+    for cuts in ([], [1], [3, 4, 5], [8, 16], list(range(1, 37))):
+        total = _Hash()
+        for a, b in itertools.pairwise([0, *cuts, len(rows)]):
+            total.add(_hash_piece(rows[a:b], a))
+        assert total.fingerprint(len(rows)) == whole
+    changed = rows.copy()
+    changed.view(np.uint8)[-1] ^= 1  # the last, partial word counts too
+    assert _fingerprint(changed) != whole
+    assert _fingerprint(rows[:36]) != whole

@@ -27,10 +27,11 @@ Choices
   a 2^17 merge, or a spawn that leaves no legal move); otherwise it was cut short (e.g. by a
   move limit) and is listed in values.json.
 - values.json records the format version, gamma, reward_scale, eps, per-shard row counts and a
-  128-bit content fingerprint of every steps shard and every values shard (mixed 64-bit words,
-  hashed at memory speed; not cryptographic, it guards against stale or mixed files).
-  `open_sidecar` refuses a sidecar that does not match its dataset and checks (run_id,
-  step_index) row by row.
+  128-bit content fingerprint of every steps shard and every values shard: a sum over the
+  8-byte words of the shard's data of a position-dependent mix, so each chunk hashes its own
+  rows while they are in memory and the sums add up (not cryptographic: it guards against
+  stale or mixed files). `open_sidecar` refuses a sidecar that does not match its dataset and
+  checks (run_id, step_index) row by row.
 - Safe output: shards are written into a temporary directory; the old values.json is removed
   first, then the new shards are renamed into place and values.json written last. A run killed
   while computing leaves the previous sidecar intact; the millisecond swap at the end is guarded
@@ -47,7 +48,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,11 +61,11 @@ from lab2048.errors import UserError
 from lab2048.io import progress_bar, read_json
 from lab2048.value_transform import DEFAULT_EPSILON, h_scalar
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fingerprints hash the shards' data (data128), not whole files
 VALUES_DTYPE = np.dtype([("run_id", "<u4"), ("step_index", "<u4"), ("reward", "<f4"),
                          ("reward_scaled", "<f4"), ("return_raw", "<f4"),
                          ("return_scaled", "<f4")])
-CHUNK_ROWS = 1 << 20
+CHUNK_ROWS = 1 << 18  # 12 MB of steps: a thread's chunk stays in the cache between passes
 
 
 @dataclass(frozen=True)
@@ -118,16 +119,35 @@ def _returns_columns(rewards, run_ids, gamma, carry, scale, eps, return_raw, ret
 
 
 @njit(cache=True, nogil=True)
-def _reward_columns(run_id, step_index, rewards, scale, out_run, out_step, out_scaled):
-    """Copy the row keys and scale the rewards; returns the count of non-finite scaled ones."""
-    bad = 0
-    for i in range(len(run_id)):
+def _segment_columns(run_id, step_index, rewards, boards, masks, moves, scale, move_xor,
+                     line_reward, out_run, out_step, out_scaled):
+    """Copy the row keys and scale the rewards of a checked chunk, and summarise its run
+    segments (maximal stretches of one run_id): (first rows, ids, reward sums, whether the game
+    can be over after each segment's last move, count of non-finite scaled rewards)."""
+    n = len(run_id)
+    segments = 1 if n else 0
+    for i in range(1, n):
+        segments += run_id[i] != run_id[i - 1]
+    starts = np.empty(segments, np.int64)
+    ids = np.empty(segments, np.int64)
+    sums = np.zeros(segments, np.int64)
+    ended = np.zeros(segments, np.bool_)
+    s, bad = -1, 0
+    for i in range(n):
+        if i == 0 or run_id[i] != run_id[i - 1]:
+            s += 1
+            starts[s] = i
+            ids[s] = run_id[i]
+        if i + 1 == n or run_id[i + 1] != run_id[i]:
+            ended[s] = K.can_end_after(boards[i], np.int64(masks[i]), np.int64(moves[i]),
+                                       move_xor, line_reward)
         out_run[i] = run_id[i]
         out_step[i] = step_index[i]
+        sums[s] += np.int64(rewards[i])
         scaled = np.float32(rewards[i] * scale)
         out_scaled[i] = scaled
         bad += not np.isfinite(scaled)
-    return bad
+    return starts, ids, sums, ended, bad
 
 
 @njit(cache=True, nogil=True)
@@ -159,14 +179,6 @@ def chunk_carries(heads: list[tuple[float, int]], lengths: list[int],
         whole = seg == lengths[c]
         next_first = g + (gamma ** seg) * carries[c] if whole else g
     return carries
-
-
-@njit(cache=True, nogil=True)
-def _ends_games(boards, masks, moves, rows, move_xor, line_reward, out):
-    for j in range(len(rows)):
-        i = rows[j]
-        out[j] = K.can_end_after(boards[i], np.int64(masks[i]), np.int64(moves[i]), move_xor,
-                                 line_reward)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,41 +273,89 @@ def _cut(lengths: list[int], chunk_rows: int) -> list[_Chunk]:
 
 @dataclass
 class _ChunkInfo:
-    """What pass 1 learns about a chunk; the sequential link step needs only this."""
+    """What a chunk's first half learns; the carries and the final link need only this."""
 
     head: float  # return at the first row from the chunk's rows of its first run
     head_len: int  # rows of the first run in the chunk
     rows: int
     first: np.void  # first and last step rows
     last: np.void
-    seg_ids: np.ndarray  # run id of each run segment in the chunk, in order
+    seg_starts: np.ndarray  # first row (in the chunk) of each run segment, in order
+    seg_ids: np.ndarray  # run id of each segment
     seg_sums: np.ndarray  # reward sum of each segment
     seg_ended: np.ndarray  # whether the game can be over after the segment's last move
+    steps_hashes: list[tuple[int, _Hash]]  # (shard, hash) of the chunk's steps rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprints: a 128-bit hash of a shard's data bytes, a sum over its 8-byte words, so that
+# each chunk hashes its own rows while they are in memory and the sums add up
 
 
 @njit(cache=True, nogil=True)
-def _hash_words(words, lanes):
-    """Two 64-bit lanes of sum_i f_lane(word_i, i), each term an odd multiply and a rotation:
-    position-dependent, order of summation free, about a nanosecond a word."""
+def _hash_words(words, first, lanes):
+    """Two 64-bit lanes of sum_i f_lane(word_i, i), i = first + position: each term an odd
+    multiply and a rotation, position-dependent and free of summation order (so pieces add
+    up), vectorised to about a nanosecond a word."""
     h1, h2 = np.uint64(0), np.uint64(0)
-    for i in range(len(words)):
-        x = (words[i] + np.uint64(i) * lanes[0]) * lanes[1]
+    for k in range(len(words)):
+        i = np.uint64(first + k)
+        x = (words[k] + i * lanes[0]) * lanes[1]
         h1 += (x << np.uint64(31)) | (x >> np.uint64(33))
-        y = (words[i] ^ lanes[1]) * (np.uint64(2 * i + 1))
+        y = (words[k] ^ lanes[1]) * (np.uint64(2) * i + np.uint64(1))
         h2 += (y << np.uint64(27)) | (y >> np.uint64(37))
     return h1, h2
 
 
 _LANES = np.array([0x2545F4914F6CDD1D, 0x9E6C63D0676A9A99], np.uint64)
+_MASK64 = (1 << 64) - 1
 
 
-def _fingerprint(path: Path) -> str:
-    """A 128-bit content hash of a file (mixed 64-bit words; the size and tail bytes too)."""
-    data = np.memmap(path, np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
-    whole = len(data) // 8 * 8
-    h1, h2 = _hash_words(data[:whole].view("<u8"), _LANES)
-    tail = int.from_bytes(data[whole:].tobytes() + bytes(8 - len(data) + whole), "little")
-    return f"mix128:{int(h1):016x}{int(h2):016x}:{len(data):x}:{tail:x}"
+@dataclass
+class _Hash:
+    """A piece of a shard's hash: the sums over its whole words, and its bytes that share a
+    word with a neighbouring piece (or end the shard), as {word index: [(byte position,
+    bytes)]}."""
+
+    h1: int = 0
+    h2: int = 0
+    edges: dict[int, list[tuple[int, bytes]]] = field(default_factory=dict)
+
+    def add(self, other: _Hash) -> None:
+        self.h1, self.h2 = self.h1 + other.h1, self.h2 + other.h2
+        for word, parts in other.edges.items():
+            self.edges.setdefault(word, []).extend(parts)
+
+    def fingerprint(self, rows: int) -> str:
+        h1, h2 = self.h1, self.h2
+        for word, parts in self.edges.items():  # whole again once every piece is added
+            buf = bytearray(8)
+            for pos, data in parts:
+                buf[pos:pos + len(data)] = data
+            a, b = _hash_words(np.frombuffer(bytes(buf), "<u8"), word, _LANES)
+            h1, h2 = h1 + int(a), h2 + int(b)
+        return f"data128:{h1 & _MASK64:016x}{h2 & _MASK64:016x}:{rows}"
+
+
+def _hash_piece(rows: np.ndarray, first_row: int) -> _Hash:
+    """The _Hash of contiguous rows that sit at row `first_row` of their shard."""
+    data = rows.view(np.uint8).reshape(-1)
+    start = first_row * rows.dtype.itemsize  # byte offsets in the shard's data
+    stop = start + len(data)
+    lo, hi = -(-start // 8), stop // 8  # the whole words inside: lo .. hi - 1
+    out = _Hash()
+    if lo < hi:
+        a, b = _hash_words(data[lo * 8 - start:hi * 8 - start].view("<u8"), lo, _LANES)
+        out.h1, out.h2 = int(a), int(b)
+    for a, b in ({(start, min(lo * 8, stop)), (max(hi * 8, start), stop)}):
+        if a < b:
+            out.edges.setdefault(a // 8, []).append((a % 8, data[a - start:b - start].tobytes()))
+    return out
+
+
+def _fingerprint(rows: np.ndarray) -> str:
+    """The fingerprint of a whole shard's rows (a memory-mapped .npy, for instance)."""
+    return _hash_piece(rows, 0).fingerprint(len(rows))
 
 
 _FATAL = {BAD_MASK: "tile_65536_mask marks a cell that is not 15",
@@ -314,6 +374,15 @@ class _Buffers(threading.local):
         self.returns = np.empty(chunk_rows, np.float64)
 
 
+def _piece_hashes(chunk: _Chunk, rows: np.ndarray) -> list[tuple[int, _Hash]]:
+    """(shard, hash) of each shard piece of a chunk's rows."""
+    out, at = [], 0
+    for s, a, b in chunk.pieces:
+        out.append((s, _hash_piece(rows[at:at + b - a], a)))
+        at += b - a
+    return out
+
+
 def _summarise(ds: Dataset, chunk: _Chunk, steps: _Shards, cfg: SidecarConfig, tables,
                buffers: _Buffers) -> _ChunkInfo:
     """Check the chunk's rows and fill the key and reward columns of buffers.values."""
@@ -330,19 +399,17 @@ def _summarise(ds: Dataset, chunk: _Chunk, steps: _Shards, cfg: SidecarConfig, t
         what = next(text for bit, text in _FATAL.items() if flags[i] & bit)
         raise UserError(f"{chunk.where(ds, i)}: run {int(rows['run_id'][i])} step "
                         f"{int(rows['step_index'][i])}: {what}")
-    if _reward_columns(rows["run_id"], rows["step_index"], rewards, cfg.reward_scale,
-                       out["run_id"], out["step_index"], out["reward_scaled"]):
+    starts, ids, sums, ended, bad = _segment_columns(
+        rows["run_id"], rows["step_index"], rewards, rows["board"], rows["tile_65536_mask"],
+        rows["move_dir"], cfg.reward_scale, *tables, out["run_id"], out["step_index"],
+        out["reward_scaled"])
+    if bad:
         raise UserError(f"{chunk.where(ds, 0)}: non-finite reward_scaled (reward scale "
                         f"{cfg.reward_scale})")
-    ids = out["run_id"]
-    starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
-    ends = np.append(starts[1:], len(rows)) - 1
-    ended = np.zeros(len(ends), np.bool_)
-    _ends_games(rows["board"], rows["tile_65536_mask"], rows["move_dir"], ends, *tables, ended)
-    head, head_len = head_return(rewards, ids, cfg.gamma)
+    head, head_len = head_return(rewards, out["run_id"], cfg.gamma)
     edge = rows[[0, -1]]  # a copy: the buffer is reused by the next chunk
-    return _ChunkInfo(head, head_len, len(rows), edge[0], edge[1], ids[starts].astype(np.int64),
-                      np.add.reduceat(rewards, starts, dtype=np.int64), ended)
+    return _ChunkInfo(head, head_len, len(rows), edge[0], edge[1], starts, ids, sums, ended,
+                      _piece_hashes(chunk, rows))
 
 
 def _returns(ds: Dataset, chunk: _Chunk, carry: float, cfg: SidecarConfig,
@@ -389,39 +456,52 @@ class _CarryBoard:
                              continues, self.gamma)[0]
 
 
-def _link(ds: Dataset, chunks: list[_Chunk], infos: list[_ChunkInfo], tables) -> tuple[
-        list[bool], dict[int, int], dict[int, bool]]:
-    """Across chunk edges, in order: runs continue correctly and are contiguous.
+@dataclass
+class _Runs:
+    """Every run of the dataset in row order: id, reward sum, whether its game can be over."""
 
-    Returns (continues[c], reward sum per run, whether each run's game can be over)."""
-    continues = [False] * len(chunks)
-    sums: dict[int, int] = {}
-    ended: dict[int, bool] = {}
+    ids: np.ndarray
+    sums: np.ndarray
+    ended: np.ndarray
+
+
+def _link(ds: Dataset, chunks: list[_Chunk], infos: list[_ChunkInfo], tables) -> _Runs:
+    """Across chunk edges, in order: runs continue correctly and are contiguous; the runs."""
+    if not chunks:
+        return _Runs(*(np.zeros(0, t) for t in (np.int64, np.int64, np.bool_)))
+    new = []  # per chunk: whether each segment starts a run (else it continues the last one)
     for c, (chunk, info) in enumerate(zip(chunks, infos, strict=True)):
         where = chunk.where(ds, 0)
         first_id = int(info.first["run_id"])
         prev = infos[c - 1].last if c else None
+        starts = np.ones(len(info.seg_ids), np.bool_)
         if prev is not None and int(prev["run_id"]) == first_id:
             flags, _ = check_rows(np.stack([prev, info.first]), *tables)
             if info.first["step_index"] != prev["step_index"] + 1 or flags[0] & BAD_CHAIN:
                 raise UserError(f"{where}: run {first_id} does not continue correctly (step "
                                 f"{int(info.first['step_index'])} after "
                                 f"{int(prev['step_index'])})")
-            continues[c - 1] = True
-            sums[first_id] += int(info.seg_sums[0])
-            ended[first_id] = bool(info.seg_ended[0])
-            new = slice(1, None)
+            starts[0] = False
         elif info.first["step_index"] != 0:
             raise UserError(f"{where}: run {first_id} starts at step "
                             f"{int(info.first['step_index'])}")
-        else:
-            new = slice(0, None)
-        for rid, total, over in zip(info.seg_ids[new].tolist(), info.seg_sums[new].tolist(),
-                                    info.seg_ended[new].tolist(), strict=True):
-            if rid in sums:
-                raise UserError(f"{where}: the rows of run {rid} are not contiguous")
-            sums[rid], ended[rid] = total, over
-    return continues, sums, ended
+        new.append(starts)
+    starts = np.concatenate(new)
+    ids = np.concatenate([i.seg_ids for i in infos])
+    first = np.flatnonzero(starts)
+    runs = _Runs(ids[first], np.add.reduceat(np.concatenate([i.seg_sums for i in infos]),
+                                             first),
+                 np.concatenate([i.seg_ended for i in infos])[np.append(first[1:], len(ids)) - 1])
+    order = np.argsort(runs.ids, kind="stable")
+    twice = np.flatnonzero(runs.ids[order][1:] == runs.ids[order][:-1])
+    if len(twice):  # the earliest place where a run shows up a second time
+        segment = first[order[twice + 1].min()]
+        ends = np.cumsum([len(i.seg_ids) for i in infos])
+        c = int(np.searchsorted(ends, segment, "right"))
+        row = int(infos[c].seg_starts[segment - (ends[c - 1] if c else 0)])
+        raise UserError(f"{chunks[c].where(ds, row)}: the rows of run {int(ids[segment])} "
+                        "are not contiguous")
+    return runs
 
 
 def build_sidecar(dataset: Path, cfg: SidecarConfig, output: Path | None = None,
@@ -451,43 +531,53 @@ def build_sidecar(dataset: Path, cfg: SidecarConfig, output: Path | None = None,
         values = _Shards.create(paths, [len(shard) for shard in ds.shards], VALUES_DTYPE)
         opened = [steps, values]
         buffers = _Buffers(min(chunk_rows, max(1, ds.num_rows)))
+        board = _CarryBoard(len(chunks), cfg.gamma)
+
+        def process(c: int) -> tuple[_ChunkInfo, list[tuple[int, _Hash]]]:
+            """Check and summarise chunk c, then finish and write it; (its summary, the
+            (shard, hash) of its values rows)."""
+            try:
+                info = _summarise(ds, chunks[c], steps, cfg, tables, buffers)
+            except BaseException as e:
+                board.post(c, e)
+                raise
+            board.post(c, info)
+            rows = _returns(ds, chunks[c], board.carry(c), cfg, buffers)
+            values.write(chunks[c], rows)
+            bar.update(info.rows)
+            return info, _piece_hashes(chunks[c], rows)
+
         with progress_bar(progress, total=ds.num_rows, unit="row", unit_scale=True,
                           desc="value-sidecar") as bar, \
-                ThreadPoolExecutor(workers) as pool:
-
-            board = _CarryBoard(len(chunks), cfg.gamma)
-
-            def process(c: int) -> _ChunkInfo:
-                try:
-                    info = _summarise(ds, chunks[c], steps, cfg, tables, buffers)
-                except BaseException as e:
-                    board.post(c, e)
-                    raise
-                board.post(c, info)
-                values.write(chunks[c], _returns(ds, chunks[c], board.carry(c), cfg, buffers))
-                bar.update(info.rows)
-                return info
-
-            runs_table = pool.submit(read_runs, ds.root / "metadata.db", ("id", "max_score"))
+                ThreadPoolExecutor(1) as side, ThreadPoolExecutor(workers) as pool:
+            runs_table = side.submit(read_runs, ds.root / "metadata.db", ("id", "max_score"))
             futures = [pool.submit(process, c) for c in reversed(range(len(chunks)))]
             wait(futures)
             errors = [f.exception() for f in futures if f.exception() is not None]
             real = [e for e in errors if not isinstance(e, _Aborted)]
             if errors:
                 raise real[0] if real else errors[0]
-            infos = [f.result() for f in reversed(futures)]
-            _, sums, ended = _link(ds, chunks, infos, tables)
-            for files in opened:
-                files.close()
-            opened = []
-            steps_prints = list(pool.map(_fingerprint, ds.shard_paths))
-            value_prints = list(pool.map(_fingerprint, paths))
+        done = [f.result() for f in reversed(futures)]
+        infos = [info for info, _ in done]
+        runs = _link(ds, chunks, infos, tables)
+        for files in opened:
+            files.close()
+        opened = []
         table = runs_table.result()
-        runs = dict(zip(table["id"].tolist(), table["max_score"].tolist(), strict=True))
-        orphans = sorted(set(sums) - set(runs))
-        if orphans:
-            raise UserError(f"{ds.root / 'metadata.db'}: runs {orphans[:5]} have rows but no "
-                            "entry in the runs table")
+        known = np.isin(runs.ids, table["id"])
+        if not known.all():
+            raise UserError(f"{ds.root / 'metadata.db'}: runs "
+                            f"{sorted(runs.ids[~known].tolist())[:5]} have rows but no entry "
+                            "in the runs table")
+        max_score = table["max_score"][np.searchsorted(table["id"], runs.ids)]
+        prints = {}
+        for kind, hashes in (("steps", [i.steps_hashes for i in infos]),
+                             ("values", [h for _, h in done])):
+            sums = [_Hash() for _ in ds.shards]
+            for s, piece in itertools.chain.from_iterable(hashes):
+                sums[s].add(piece)
+            prints[kind] = [h.fingerprint(len(shard))
+                            for h, shard in zip(sums, ds.shards, strict=True)]
         meta = {
             "format_version": FORMAT_VERSION, "gamma": cfg.gamma,
             "reward_scale": cfg.reward_scale, "epsilon": cfg.epsilon,
@@ -495,10 +585,11 @@ def build_sidecar(dataset: Path, cfg: SidecarConfig, output: Path | None = None,
             "shards": [{"steps": p.name, "values": f"values-{i:05d}.npy", "rows": len(s),
                         "steps_fingerprint": fs, "values_fingerprint": fv}
                        for i, (p, s, fs, fv) in enumerate(zip(
-                           ds.shard_paths, ds.shards, steps_prints, value_prints, strict=True))],
-            "rows": ds.num_rows, "runs": len(sums),
-            "score_mismatches": sorted(r for r, total in sums.items() if runs[r] != total),
-            "truncated_runs": sorted(r for r, over in ended.items() if not over),
+                           ds.shard_paths, ds.shards, prints["steps"], prints["values"],
+                           strict=True))],
+            "rows": ds.num_rows, "runs": len(runs.ids),
+            "score_mismatches": sorted(runs.ids[runs.sums != max_score].tolist()),
+            "truncated_runs": sorted(runs.ids[~runs.ended].tolist()),
             "seconds": round(time.perf_counter() - started, 3),
         }
         _publish(tmp, output, meta)
@@ -510,9 +601,11 @@ def build_sidecar(dataset: Path, cfg: SidecarConfig, output: Path | None = None,
 
 
 def _publish(tmp: Path, output: Path, meta: dict) -> None:
+    """Swap the new shards in: values.json goes first, so an interrupted swap leaves no
+    values.json (refused), never a mixed sidecar."""
     target = output / "values.json"
     (tmp / "values.json").write_text(json.dumps(meta, indent=2) + "\n")
-    target.unlink(missing_ok=True)  # from here on the old sidecar is invalid, never mixed
+    target.unlink(missing_ok=True)
     for old in output.glob("values-*.npy"):
         if not (tmp / old.name).exists():
             old.unlink()
@@ -532,7 +625,8 @@ def _read_meta(path: Path) -> dict:
         raise UserError(f"{path}: not a values.json (needs {', '.join(sorted(keys))})")
     if meta["format_version"] != FORMAT_VERSION:
         raise UserError(f"{path}: format version {meta['format_version']!r}, this lab2048 "
-                        f"reads {FORMAT_VERSION}")
+                        f"reads {FORMAT_VERSION} (rebuild it with `lab2048 value-sidecar "
+                        "--overwrite`)")
     return meta
 
 
@@ -557,12 +651,10 @@ def open_sidecar(dataset: Path | Dataset, sidecar: Path | None = None,
         if entry["rows"] != len(steps):
             raise UserError(f"{path}: {steps_path.name} has {len(steps)} rows, the sidecar was "
                             f"made for {entry['rows']} (stale sidecar)")
-        if fingerprints and _fingerprint(steps_path) != entry["steps_fingerprint"]:
+        if fingerprints and _fingerprint(steps) != entry["steps_fingerprint"]:
             raise UserError(f"{steps_path}: changed since the sidecar was made (fingerprint "
                             "differs); rebuild it with `lab2048 value-sidecar --overwrite`")
         try:
-            if fingerprints and _fingerprint(vpath) != entry["values_fingerprint"]:
-                raise UserError(f"{vpath}: does not match values.json (fingerprint differs)")
             arr = np.load(vpath, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
             raise UserError(f"{vpath}: no such file") from None
@@ -571,6 +663,8 @@ def open_sidecar(dataset: Path | Dataset, sidecar: Path | None = None,
         if arr.dtype != VALUES_DTYPE or arr.shape != (len(steps),):
             raise UserError(f"{vpath}: expected {len(steps)} rows of {VALUES_DTYPE}, got "
                             f"{arr.shape} of {arr.dtype}")
+        if fingerprints and _fingerprint(arr) != entry["values_fingerprint"]:
+            raise UserError(f"{vpath}: does not match values.json (fingerprint differs)")
         for a in range(0, len(steps), CHUNK_ROWS):
             s, v = steps[a:a + CHUNK_ROWS], arr[a:a + CHUNK_ROWS]
             bad = (s["run_id"] != v["run_id"]) | (s["step_index"] != v["step_index"])
