@@ -54,7 +54,7 @@ def test_h_and_inverse_keep_relative_accuracy_near_zero_in_float32():
 
 def test_support_geometry():
     s = Support()
-    assert (s.min, s.max, s.n, s.width, s.step) == (0.0, 600.0, 601, 601, 1.0)
+    assert (s.min, s.max, s.n, s.step) == (0.0, 600.0, 601, 1.0)
     assert s.atoms[0] == 0.0 and s.atoms[-1] == 600.0 and len(s.atoms) == 601
     assert Support(0.0, 1.0, 5).step == 0.25
     for bad in [(0.0, 0.0, 5), (1.0, 0.0, 5), (0.0, 1.0, 1), (0.0, math.inf, 5)]:
