@@ -14,9 +14,7 @@ import numpy as np
 from numba import njit
 
 from lab2048.engine import kernels as K
-from lab2048.engine.conventions import MAX_EXPONENT, MOVE_BITS
-
-BITS = np.array(MOVE_BITS, np.uint8)  # the legal-bit table as an array, UDLR
+from lab2048.engine.conventions import MAX_EXPONENT
 
 
 class BatchMoves(NamedTuple):
@@ -123,16 +121,6 @@ def _from_exponents(cells, out_boards, out_masks):
 def _highest(boards, masks, out):
     for n in range(len(boards)):
         out[n] = K.highest_exponent(boards[n], np.int64(masks[n]))
-
-
-def legal_bools(legal) -> np.ndarray:
-    """bool [..., 4] (UDLR) from legal-move bitmasks [...] (Up=1, Down=2, Left=4, Right=8)."""
-    return (np.asarray(legal)[..., None] & BITS) != 0
-
-
-def legal_bits(bools) -> np.ndarray:
-    """uint8 [...] legal-move bitmasks from bool [..., 4] (UDLR): `legal_bools`'s inverse."""
-    return (np.asarray(bools, bool) * BITS).sum(-1).astype(np.uint8)
 
 
 def move_all(boards, masks=None) -> BatchMoves:

@@ -13,8 +13,8 @@ Choices:
 - A board with no legal move gets move probabilities 0 for all four moves (`move_probs`).
 - Before gRPC binds, the address is checked with a plain socket, so a busy port or a socket
   path where another server answers is one line (`lab2048 serve` also sets GRPC_VERBOSITY=NONE
-  unless the environment sets it, so the C core logs nothing on top). A Unix socket is
-  removed at exit only while it is still the one this server bound.
+  unless the environment sets it, so the C core logs nothing on top). gRPC replaces a stale
+  socket file when it binds and removes its socket at shutdown.
 - Describe reports the init's value-target.json as `value_target_json` ("" when absent).
 - SIGTERM and SIGINT shut down gracefully: stop accepting, let calls in flight finish (a few
   seconds' grace), stop the batcher, exit 0.
@@ -23,10 +23,8 @@ Choices:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
-import os
 import signal
 import socket
 import stat
@@ -40,7 +38,7 @@ import torch
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from lab2048.engine.batch import from_exponents, legal_masks
+from lab2048.engine.arrays import exponent_legal_masks
 from lab2048.engine.conventions import MAX_EXPONENT
 from lab2048.errors import UserError
 from lab2048.model import Model, load_init
@@ -137,7 +135,7 @@ class InferenceService(pb_grpc.InferenceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"item {i} (id {items[i].id}): exponent {int(tokens[i].max())} "
                                 f"out of range 0..{MAX_EXPONENT}")
-        legal = legal_masks(*from_exponents(tokens))
+        legal = exponent_legal_masks(tokens)
         want_policy = mode != pb.OUTPUT_MODE_VALUE_ONLY
         want_value = self.has_value and mode != pb.OUTPUT_MODE_POLICY_ONLY
         try:
@@ -178,18 +176,11 @@ class RunningServer:
     batcher: Batcher
     health: health.aio.HealthServicer
     address: str  # what a client dials: "127.0.0.1:PORT" or "unix:PATH"
-    inode: int | None = None  # of the Unix socket this server bound
 
     async def stop(self, grace: float = GRACE_S) -> None:
-        """Shut down gracefully; remove the Unix socket if it is still this server's."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.batcher.close()
-        if self.inode is not None:
-            path = Path(self.address[5:])
-            with contextlib.suppress(OSError):
-                if path.stat().st_ino == self.inode:
-                    path.unlink()
 
 
 def _add_inference_service(service: InferenceService, server: grpc.aio.Server) -> None:
@@ -259,10 +250,9 @@ async def start_server(model: Model, address: str, *, max_batch: int = 256,
         raise OSError(f"{address}: cannot listen ({e})") from None
     dial = address if address.startswith("unix:") else f"{address.rpartition(':')[0]}:{port}"
     await server.start()
-    inode = os.stat(address[5:]).st_ino if address.startswith("unix:") else None
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, batcher, health_servicer, dial, inode)
+    return RunningServer(server, batcher, health_servicer, dial)
 
 
 async def _serve_until_signal(model: Model, address: str, max_batch: int, max_wait_ms: float,
