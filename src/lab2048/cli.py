@@ -26,6 +26,7 @@ from lab2048.data.config import (
 from lab2048.errors import UserError
 from lab2048.play.config import PlayConfig, ValueSmokeConfig
 from lab2048.serve.config import ServeConfig
+from lab2048.train.config import TrainConfig, load_train_config
 
 
 def _play(args: argparse.Namespace) -> int:
@@ -120,8 +121,6 @@ def _value_sidecar(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from lab2048.train.config import load_train_config
-
     cfg = load_train_config(args.config, args.set)
     from lab2048.train.trainer import train  # torch: only once the config is known good
 
@@ -220,9 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "sidecar: a TOML config (sections data, model, objective, optim, train; "
                        "see configs/train/), then --set overrides. Writes metrics.jsonl, "
                        "curves.png, checkpoint.pt and the init directory to train.out.")
-    p.add_argument("--config", type=Path, metavar="FILE", help="TOML config")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config key (repeatable), e.g. --set train.steps=500")
+    add_config_args(p, TrainConfig, flags=False)
     p.add_argument("--resume", action="store_true",
                    help="continue the run in train.out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")

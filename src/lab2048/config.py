@@ -10,7 +10,8 @@ unknown keys and wrong types are one-line errors naming the file (or `--set`) an
 Validation of values lives in each dataclass's `__post_init__` (raise ValueError).
 
 Field metadata besides "help": "metavar", "choices" (also given to argparse), and
-"positional": True for a positional argument (`list[str]` fields take one or more values).
+"positional": True for a positional argument (`list[str]` fields take any number of values;
+the config's own check says how many it needs, so a file can give them too).
 
     from lab2048.config import add_config_args, build_config, load_config
     add_config_args(parser, ServeConfig)        # --config, --set and one flag per option
@@ -67,17 +68,19 @@ def _default(f: dataclasses.Field):
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls, *, sets: bool = True) -> None:
-    """Add --config, --set (unless sets=False) and one argument per option of `cls`; absent
-    flags leave the value alone. Options of a section take their own name as the flag
+def add_config_args(parser: argparse.ArgumentParser, cls, *, sets: bool = True,
+                    flags: bool = True) -> None:
+    """Add --config, --set (unless sets=False) and one argument per option of `cls` (unless
+    flags=False: configs with many sections, such as training's, are set by file and --set);
+    absent flags leave the value alone. Options of a section take their own name as the flag
     (`teacher.depth` -> `--depth`)."""
     parser.add_argument("--config", type=Path, metavar="FILE.toml",
                         help="TOML file with values for the options below")
     if sets:
         parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                             help="set one option by its dotted TOML name (repeatable)")
-    flags = set()
-    for path, f, typ in _leaves(cls):
+    seen = set()
+    for path, f, typ in _leaves(cls) if flags else ():
         if typ is dict:
             continue
         meta, dest = f.metadata, ".".join(path)
@@ -85,12 +88,12 @@ def add_config_args(parser: argparse.ArgumentParser, cls, *, sets: bool = True) 
         if "choices" in meta:
             kwargs["choices"] = meta["choices"]
         if meta.get("positional"):
-            parser.add_argument(dest, nargs="+" if typ is list else "?",
+            parser.add_argument(dest, nargs="*" if typ is list else "?",
                                 metavar=meta.get("metavar", path[-1].upper()), **kwargs)
             continue
         flag = "--" + path[-1].replace("_", "-")
-        assert flag not in flags, f"two options of {cls.__name__} would share {flag}"
-        flags.add(flag)
+        assert flag not in seen, f"two options of {cls.__name__} would share {flag}"
+        seen.add(flag)
         if _default(f) != "":  # an empty default's meaning is in the help
             kwargs["help"] += f" (default: {_default(f)!r})"
         if typ is bool:
@@ -109,7 +112,7 @@ def check_table(cls, data: dict, source: str | Path, prefix: str = "") -> dict[s
     out = {}
     for key, value in data.items():
         if key not in names:
-            raise UserError(f"{source}: unknown key {prefix}{key!r} (known: {', '.join(names)})")
+            raise UserError(f"{source}: unknown key '{prefix}{key}' (known: {', '.join(names)})")
         typ = hints[key]
         if dataclasses.is_dataclass(typ) or _leaf_type(typ) is dict:
             if not isinstance(value, dict):
