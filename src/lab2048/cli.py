@@ -97,13 +97,31 @@ def _pack(args: argparse.Namespace) -> int:
 def _value_sidecar(args: argparse.Namespace) -> int:
     from lab2048.data.dataset import default_dataset
     from lab2048.data.sidecar import SidecarConfig, build_sidecar, format_summary
+    from lab2048.value_target import DEFAULT_GAMMA
 
+    if args.workers < 0:
+        raise UserError(f"--workers must be 0 (all cores) or more, got {args.workers}")
     dataset = args.dataset or default_dataset()
     if args.dataset is None and args.output is None:
         raise UserError("the embedded dataset is read-only: pass --output DIR for its sidecar")
-    cfg = SidecarConfig(gamma=args.gamma, reward_scale=args.reward_scale, epsilon=args.epsilon)
+    kind, gamma = "monte_carlo", args.gamma
+    if args.n_step is not None or args.lam is not None or args.bootstrap is not None:
+        if args.bootstrap is None or (args.n_step is None) == (args.lam is None):
+            raise UserError("a bootstrapped target needs --bootstrap INIT and one of --n-step N "
+                            "or --lambda L")
+        from lab2048.data.bootstrap import bootstrap_gamma
+
+        kind = "n_step" if args.n_step is not None else "lambda"
+        gamma = bootstrap_gamma(args.bootstrap, gamma)
+    if gamma is None:
+        gamma = DEFAULT_GAMMA
+        if args.bootstrap is not None:
+            print(f"lab2048: note: {args.bootstrap} has no value-target.json; using gamma "
+                  f"{gamma}", file=sys.stderr)
+    cfg = SidecarConfig(gamma=gamma, reward_scale=args.reward_scale, epsilon=args.epsilon,
+                        kind=kind, n=args.n_step or 0, lam=args.lam or 0.0)
     meta = build_sidecar(dataset, cfg, output=args.output, workers=args.workers,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, bootstrap=args.bootstrap)
     print(format_summary(meta, args.output or dataset))
     return 0
 
@@ -122,11 +140,19 @@ def _train(args: argparse.Namespace) -> int:
 def _add_value_sidecar_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", type=Path, metavar="DIR",
                    help="packed dataset (default: the small one embedded in the package)")
-    p.add_argument("--gamma", type=float, default=0.997, help="discount (default: 0.997)")
+    p.add_argument("--gamma", type=float, default=None,
+                   help="discount (default: the bootstrapping model's, else 0.997)")
     p.add_argument("--reward-scale", type=float, default=1.0,
                    help="reward_scaled = reward x this (default: 1.0)")
     p.add_argument("--epsilon", type=float, default=0.001,
                    help="eps of the h transform of return_scaled (default: 0.001)")
+    p.add_argument("--bootstrap", type=Path, metavar="INIT",
+                   help="model init whose value head bootstraps the target (with --n-step or "
+                   "--lambda)")
+    p.add_argument("--n-step", type=int, metavar="N",
+                   help="n-step returns: N rewards, then gamma^N V(board N steps on)")
+    p.add_argument("--lambda", dest="lam", type=float, metavar="L",
+                   help="TD(lambda) returns bootstrapped on the model's values")
     p.add_argument("--workers", type=int, default=0, help="threads (0: all cores)")
     p.add_argument("--output", type=Path, metavar="DIR",
                    help="where values-NNNNN.npy and values.json go (default: the dataset)")
@@ -134,9 +160,10 @@ def _add_value_sidecar_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=_value_sidecar)
 
 
-_VALUE_SIDECAR_HELP = ("Compute per-step rewards and discounted returns (raw, and h-transformed "
-                       "of the scaled rewards) aligned 1:1 with a packed dataset's shards: "
-                       "values-NNNNN.npy and values.json.")
+_VALUE_SIDECAR_HELP = ("Compute per-step rewards and value targets (raw, and h-transformed of "
+                       "the scaled rewards) aligned 1:1 with a packed dataset's shards: "
+                       "values-NNNNN.npy and values.json. Monte Carlo returns, or n-step / "
+                       "TD(lambda) returns bootstrapped on a model's values (--bootstrap).")
 
 
 def build_parser() -> argparse.ArgumentParser:
