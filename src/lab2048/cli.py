@@ -109,13 +109,26 @@ def _pack(args: argparse.Namespace) -> int:
 def _value_sidecar(args: argparse.Namespace) -> int:
     from lab2048.data.dataset import default_dataset
     from lab2048.data.sidecar import SidecarConfig, build_sidecar, format_summary
+    from lab2048.value_target import DEFAULT_GAMMA
 
     cfg = build_config(ValueSidecarConfig, args)
     dataset = Path(cfg.dataset) if cfg.dataset else default_dataset()
     output = Path(cfg.output) if cfg.output else None
-    sidecar = SidecarConfig(gamma=cfg.gamma, reward_scale=cfg.reward_scale, epsilon=cfg.epsilon)
+    kind, gamma = "monte_carlo", cfg.gamma or None
+    if cfg.bootstrap:
+        from lab2048.data.bootstrap import bootstrap_gamma
+
+        kind = "n_step" if cfg.n_step else "lambda"
+        gamma = bootstrap_gamma(Path(cfg.bootstrap), gamma)
+        if gamma is None:
+            print(f"lab2048: note: {cfg.bootstrap} has no value-target.json; using gamma "
+                  f"{DEFAULT_GAMMA}", file=sys.stderr)
+    sidecar = SidecarConfig(gamma=gamma or DEFAULT_GAMMA, reward_scale=cfg.reward_scale,
+                            epsilon=cfg.epsilon, kind=kind, n=cfg.n_step,
+                            lam=max(cfg.lam, 0.0))
     meta = build_sidecar(dataset, sidecar, output=output, workers=cfg.workers,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite,
+                         bootstrap=Path(cfg.bootstrap) if cfg.bootstrap else None)
     print(format_summary(meta, output or dataset))
     return 0
 
@@ -135,9 +148,10 @@ def _add_value_sidecar_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=_value_sidecar)
 
 
-_VALUE_SIDECAR_HELP = ("Compute per-step rewards and discounted returns (raw, and h-transformed "
-                       "of the scaled rewards) aligned 1:1 with a packed dataset's shards: "
-                       "values-NNNNN.npy and values.json.")
+_VALUE_SIDECAR_HELP = ("Compute per-step rewards and value targets (raw, and h-transformed of "
+                       "the scaled rewards) aligned 1:1 with a packed dataset's shards: "
+                       "values-NNNNN.npy and values.json. Monte Carlo returns, or n-step / "
+                       "TD(lambda) returns bootstrapped on a model's values (--bootstrap).")
 
 
 def build_parser() -> argparse.ArgumentParser:
