@@ -59,3 +59,49 @@ def tiny_init(out: Path, objective: str = "cross_entropy", policy_head: str = "a
     if gamma is not None:
         ValueTarget(gamma=gamma).save(out)
     return out
+
+
+def annotate(init: Path, dataset: Path, out: Path, *extra: str) -> None:
+    import _search_shim
+
+    from lab2048.cli import main
+
+    _search_shim.install()  # TEMPORARY until lab2048.play.search (q_values) is on main
+    assert main(["annotate", "--init", str(init), "--dataset", str(dataset), "--out", str(out),
+                 "--threads", "1", "--batch", "256", *extra]) == 0
+
+
+class Server:
+    """An ASGI app served by uvicorn on 127.0.0.1 (a free port) in a thread."""
+
+    def __init__(self, app) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Server:
+        import time
+
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("the viewer did not start")
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

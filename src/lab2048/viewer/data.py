@@ -168,8 +168,8 @@ class ViewerData:
         key = np.asarray(cols[sort], np.float64)[idx]
         key = -key if order == "desc" else key
         idx = idx[np.lexsort((r["id"][idx], np.isnan(key), key))]  # NaN last
-        offset = int(_number(query, "offset") or 0)
-        limit = int(_number(query, "limit") or 50)
+        offset, limit = _number(query, "offset"), _number(query, "limit")
+        offset, limit = int(0 if offset is None else offset), int(50 if limit is None else limit)
         if offset < 0 or not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"offset must be >= 0 and limit in 1..{MAX_PAGE}")
         page = idx[offset:offset + limit]
@@ -207,8 +207,9 @@ class ViewerData:
         if self.ann is not None:
             pol = self._rows(self.ann.policy, run_id)
             done = pol["model_move"] != NOT_ANNOTATED
+            moves = np.where(done, pol["model_move"].astype(np.int16), -1)
             out["policy"] = {"move_probs": _nullable(pol["move_probs"], 4),
-                             "model_move": np.where(done, pol["model_move"], -1).tolist()}
+                             "model_move": moves.tolist()}
             if not done.any():
                 out["missing"]["policy"] = (f"run {run_id} was left out of the annotations "
                                             f"(--where {self.ann.manifest['where']!r})")
