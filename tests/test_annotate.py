@@ -227,3 +227,37 @@ def test_binned_ev_and_mse_heads(tmp_path):
     legal = (pol["legal"][:, None] >> np.arange(4)) & 1
     w = np.where(legal == 1, pol["p_winner"], 0)
     np.testing.assert_allclose(pol["move_probs"], w / w.sum(1, keepdims=True), atol=1e-5)
+
+
+def test_through_the_inference_server_matches_in_process(made, tmp_path, one_torch_thread):
+    import asyncio
+    import threading
+
+    from lab2048.model import load_init
+    from lab2048.serve.server import start_server
+
+    ds_path, init, ann_dir = made
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    running = asyncio.run_coroutine_threadsafe(
+        start_server(load_init(init), "127.0.0.1:0", max_wait_ms=1, init_dir=init), loop
+    ).result(60)
+    try:
+        assert main(["annotate", "--server", running.address, "--init", str(init), "--dataset",
+                     str(ds_path), "--out", str(tmp_path / "ann"), "--batch", "256"]) == 0
+    finally:
+        asyncio.run_coroutine_threadsafe(running.stop(0), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    local, remote = open_annotations(ds_path, ann_dir), open_annotations(ds_path, tmp_path / "ann")
+    assert remote.manifest["model"]["weights_fingerprint"] == \
+        local.manifest["model"]["weights_fingerprint"]
+    assert remote.manifest["gamma"] == GAMMA
+    for a, b in zip(local.policy, remote.policy, strict=True):
+        np.testing.assert_allclose(a["move_probs"], b["move_probs"], atol=1e-5)
+    for a, b in zip(local.value, remote.value, strict=True):
+        np.testing.assert_allclose(a["value"], b["value"], rtol=1e-4)
+        np.testing.assert_allclose(a["q"], b["q"], rtol=1e-4)
+    for a, b in zip(local.bins, remote.bins, strict=True):
+        np.testing.assert_allclose(np.asarray(a, float), np.asarray(b, float), atol=2e-3)

@@ -152,3 +152,42 @@ def test_the_page_and_no_other_file_is_served(app, data):
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         conn.request("GET", "/api/runs?limit=1")
         assert json.loads(conn.getresponse().read())["runs"][0]["id"] == 1
+
+
+def test_view_command_serves_on_loopback_and_refuses_bad_input(data, tmp_path, capsys):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from lab2048.cli import main
+
+    assert main(["view", "--dataset", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such dataset directory" in err
+    ds, ann, sc = data
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "lab2048", "view", "--dataset", str(ds),
+                             "--annotations", str(ann), "--sidecar", str(sc), "--port",
+                             str(port)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/api/info")
+                info = json.loads(conn.getresponse().read())
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("lab2048 view did not answer")
+        assert info["runs"] == 3 and info["gamma"] == GAMMA and info["value_bins"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert f"at http://127.0.0.1:{port}/" in out
