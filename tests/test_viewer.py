@@ -167,6 +167,10 @@ def test_view_command_serves_on_loopback_and_refuses_bad_input(data, tmp_path, c
     assert main(["view", "--dataset", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such dataset directory" in err
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        assert main(["view", "--port", str(taken.getsockname()[1])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot listen" in err
     ds, ann, sc = data
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -53,7 +53,7 @@ from lab2048.annotate.files import (
 from lab2048.data.dataset import Dataset, default_dataset, select_runs
 from lab2048.engine.batch import legal_masks, to_exponents
 from lab2048.errors import UserError
-from lab2048.io import atomic_path, progress_bar, write_json
+from lab2048.io import atomic_path, progress_bar
 from lab2048.value_target import DEFAULT_GAMMA, ValueTarget, read_value_target
 
 
@@ -260,15 +260,23 @@ def _annotate(cfg: AnnotateConfig, ds: Dataset, out: Path, model, resume: bool,
                 bar.update(min(cfg.batch, len(steps) - a))
             entry = manifest["shards"][i]
             for kind, arr in arrays.items():
-                with atomic_path(out / entry["names"][kind]) as tmp, open(tmp, "wb") as f:
-                    np.save(f, arr)
+                _write(out / entry["names"][kind], lambda f, a=arr: np.save(f, a))
             entry["files"] = {kind: fingerprint(arr) for kind, arr in arrays.items()}
             entry["annotated_rows"] = int((arrays["annotations"]["model_move"]
                                            != NOT_ANNOTATED).sum())
-            write_json(out / MANIFEST, manifest)
+            _write(out / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
     manifest["seconds"] = time.perf_counter() - start
     manifest["rows_annotated_now"] = annotated
     return manifest
+
+
+def _write(path: Path, write) -> None:
+    """Write a file through a temporary renamed into place; a full disk is one line."""
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            write(f)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def _claim(out: Path, settings: dict, shards: list[dict], resume: bool, overwrite: bool) -> dict:
@@ -299,7 +307,7 @@ def _claim(out: Path, settings: dict, shards: list[dict], resume: bool, overwrit
     path.unlink(missing_ok=True)
     for old in _annotation_files(out):
         old.unlink()
-    write_json(path, fresh)
+    _write(path, lambda f: f.write(json.dumps(fresh, indent=2).encode()))
     return fresh
 
 

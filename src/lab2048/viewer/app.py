@@ -99,9 +99,18 @@ async def _send(send, status: int, body, kind: str = "", head: bool = False) -> 
 
 def serve(cfg) -> int:
     """Open the data (refusing bad input in one line) and serve until Ctrl-C."""
+    import socket
+
     import uvicorn
 
     from lab2048.data.dataset import default_dataset
+    from lab2048.errors import UserError
+
+    try:  # a taken port or a bad address is one line, before the data is opened
+        with socket.create_server((cfg.host, cfg.port)):
+            pass
+    except OSError as e:
+        raise UserError(f"{cfg.host}:{cfg.port}: cannot listen ({e.strerror or e})") from None
 
     data = ViewerData(Path(cfg.dataset) if cfg.dataset else default_dataset(),
                       Path(cfg.annotations) if cfg.annotations else None,
