@@ -129,7 +129,7 @@ def test_missing_annotations_and_sidecar_say_how_to_make_them(data, tmp_path):
     assert run["policy"] is None and run["returns"] is None and len(run["boards"]) == 337
     stale = small_dataset(tmp_path / "ds", shard_rows=600)
     _, info = call(ViewerApp(ViewerData(stale, ann_dir)), "/api/info")
-    assert "(stale; rerun `lab2048 annotate" in info["missing"]["annotations"]
+    assert "(stale; rerun `lab2048 annotate` with --overwrite" in info["missing"]["annotations"]
 
 
 def test_the_page_and_no_other_file_is_served(app, data):

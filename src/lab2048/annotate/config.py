@@ -24,7 +24,8 @@ class AnnotateConfig:
     where: str = field(default="", metadata={
         "help": "SQL condition on metadata.db's runs (e.g. 'highest_tile >= 8192'); other "
                 "runs keep their rows, marked as not annotated"})
-    batch: int = field(default=4096, metadata={"help": "boards per forward pass"})
+    batch: int = field(default=4096, metadata={
+        "help": "steps per chunk, and boards per forward pass"})
     device: str = field(default="cpu", metadata={"help": "torch device of an in-process model"})
     threads: int = field(default=0, metadata={
         "help": "torch CPU threads of an in-process model (0: torch's default)"})

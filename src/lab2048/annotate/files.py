@@ -82,8 +82,8 @@ class Annotations:
 
 
 def _rerun(manifest: dict) -> str:
-    return (f"rerun `lab2048 annotate --init {manifest.get('model', {}).get('source', 'DIR')} "
-            "--overwrite`")
+    source = manifest.get("model", {}).get("source", "")
+    return f"rerun `lab2048 annotate` with --overwrite (model {source})"
 
 
 def read_manifest(path: Path) -> dict:

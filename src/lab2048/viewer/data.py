@@ -50,8 +50,8 @@ class ViewerData:
         self.ann: Annotations | None = None
         self.ann_missing = ""
         ann_root = Path(annotations) if annotations else root
-        make_ann = (f"make them with `lab2048 annotate --init MODEL --dataset {root}"
-                    + (f" --out {ann_root}`" if ann_root != root else "`"))
+        make_ann = (f"make them with `lab2048 annotate --init MODEL --dataset {root} --out "
+                    "DIR` and pass --annotations DIR")
         if (ann_root / MANIFEST).exists() or annotations:
             try:
                 self.ann = open_annotations(self.ds, ann_root)

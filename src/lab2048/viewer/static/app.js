@@ -251,7 +251,7 @@ async function drawDist(t) {
   svg.replaceChildren();
   const run = state.run;
   if (!run.value || !run.value.bins || run.value.value[t] === null) {
-    const why = !run.value ? run.missing.value : (!run.value.bins
+    const why = !run.value ? "no value annotations (see above)" : (!run.value.bins
       ? "the value head is scalar (mse): no distribution" : "this step is not annotated");
     showMissing("dist-missing", why);
     svg.setAttribute("height", 0);
