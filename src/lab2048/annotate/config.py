@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lab2048.config import DEVICE_HELP, check_device
+
 DEFAULT_PORT = 8048
 
 
@@ -26,7 +28,7 @@ class AnnotateConfig:
                 "runs keep their rows, marked as not annotated"})
     batch: int = field(default=4096, metadata={
         "help": "steps per chunk, and boards per forward pass"})
-    device: str = field(default="cpu", metadata={"help": "torch device of an in-process model"})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     threads: int = field(default=0, metadata={
         "help": "torch CPU threads of an in-process model (0: torch's default)"})
     value_sidecar: bool = field(default=True, metadata={
@@ -45,8 +47,7 @@ class AnnotateConfig:
             raise ValueError(f"threads must be 0 or more, got {self.threads}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1] (0: unset), got {self.gamma}")
-        if self.device.split(":")[0] not in ("cpu", "cuda"):
-            raise ValueError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+        check_device(self.device)
 
 
 @dataclass

@@ -76,8 +76,6 @@ class LocalModel:
 
         from lab2048.model import load_init
 
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"--device {device}: CUDA is not available")
         if threads > 0:
             torch.set_num_threads(threads)
         self.torch = torch
@@ -133,7 +131,7 @@ class RemoteModel:
 
     def __init__(self, address: str, init: str, batch: int):
         from lab2048.model.config import ModelConfig
-        from lab2048.serve.client import InferenceClient
+        from lab2048.serve.client import InferenceClient, value_target_of
 
         self.client = InferenceClient(address)
         desc = self.client.describe()
@@ -141,8 +139,7 @@ class RemoteModel:
         if init and ModelConfig.from_json(Path(init) / "config.json") != self.cfg:
             self.client.close()
             raise UserError(f"{address}: serves a model whose config differs from {init}")
-        target_json = getattr(desc, "value_target_json", "")
-        self.value_target = ValueTarget(**json.loads(target_json)) if target_json else (
+        self.value_target = value_target_of(desc, address) or (
             read_value_target(init) if init else None)
         self.batch = batch
         self.init = init
@@ -221,7 +218,7 @@ def _annotate(cfg: AnnotateConfig, ds: Dataset, out: Path, model, resume: bool,
     gamma, gamma_source = (resolve_gamma(model.value_target, cfg.gamma, cfg.sidecar,
                                          model.source) if with_value else (None, ""))
     afterstate = bool(model.value_target and model.value_target.afterstate)
-    atoms = (model.cfg.value_head.support.width
+    atoms = (model.cfg.value_head.support.n
              if with_value and model.cfg.value_head.objective == "cross_entropy" else 0)
     pdtype = policy_dtype(model.cfg.policy_head)
     files = {"annotations": {"dtype": dtype_str(pdtype), "shape": [-1]}}
