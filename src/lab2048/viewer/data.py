@@ -197,6 +197,7 @@ class ViewerData:
             "masks": steps["tile_65536_mask"].tolist(),
             "teacher_move": steps["move_dir"].tolist(),
             "branch_evs": _nullable(steps["branch_evs"], 3),
+            "has_branch_evs": bool(np.any(steps["branch_evs"] != 0)),
             "valuation": sorted({names.get(v, str(v)) for v in steps["valuation_type"].tolist()}),
             "legal": legal_masks(np.ascontiguousarray(steps["board"]),
                                  np.ascontiguousarray(steps["tile_65536_mask"])).tolist(),

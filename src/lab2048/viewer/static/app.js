@@ -121,7 +121,8 @@ function drawMoves(t) {
     if (run.teacher_move[t] === a) tr.classList.add("teacher");
     if (model === a) tr.classList.add("model");
     tr.append(el("td", { class: "name" }, MOVES[a]));
-    tr.append(el("td", {}, legal ? fmt(run.branch_evs[t][a], 3) : "illegal"));
+    tr.append(el("td", {}, !legal ? "illegal" : run.has_branch_evs
+      ? fmt(run.branch_evs[t][a], 3) : "not logged"));
     const cell = el("td");
     const box = el("span", { class: "barbox" });
     const p = probs ? probs[a] : null;
@@ -298,8 +299,10 @@ function onKey(ev) {
 async function start() {
   state.info = await getJSON("/api/info");
   const i = state.info;
-  $("source").textContent = `${i.dataset}: ${fmt(i.runs)} runs, ${fmt(i.steps)} steps` +
-    (i.model ? ` · model ${i.model}` : "");
+  const name = (path) => path.replace(/\/+$/, "").split("/").pop();
+  $("source").textContent = `${name(i.dataset)}: ${fmt(i.runs)} runs, ${fmt(i.steps)} steps` +
+    (i.model ? ` · model ${name(i.model)}` : "");
+  $("source").title = [i.dataset, i.annotations, i.model].filter(Boolean).join("\n");
   $("filters").addEventListener("change", readFilters);
   $("prev").onclick = () => { state.offset = Math.max(0, state.offset - state.limit); loadRuns(); };
   $("next").onclick = () => { state.offset += state.limit; loadRuns(); };
