@@ -10,7 +10,8 @@ the 1-ply Q of each move comes from `lab2048.play.search.q_values` on the same m
 with γ the one the value head was trained for (the init's value-target.json).
 
 Choices
-- Per shard, then resumable: a shard's files are written to temporaries and renamed, then the
+- Per shard, then resumable: a shard's files are memory-mapped temporaries (never a whole
+  shard's outputs in RAM; their space is reserved first), renamed into place, then the
   manifest records the shard as done (with its files' fingerprints). `--resume` skips the
   shards the manifest lists as done when every setting matches (model weights, dataset, γ,
   --where, --no-value-sidecar); a killed run loses at most the shard in progress.
@@ -24,9 +25,11 @@ Choices
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -242,29 +245,44 @@ def _annotate(cfg: AnnotateConfig, ds: Dataset, out: Path, model, resume: bool,
     rows_todo = sum(len(ds.shards[i]) for i in todo)
     start = time.perf_counter()
     annotated = 0
+    shapes = {"annotations": (pdtype, ()), "value": (VALUE_DTYPE, ()),
+              "value_bins": (BINS_DTYPE, (atoms,))}
     with progress_bar(total=rows_todo, unit="step", unit_scale=True, desc="annotate") as bar:
         for i in todo:
-            steps = ds.shards[i]
-            arrays = {"annotations": np.zeros(len(steps), pdtype)}
-            if with_value:
-                arrays["value"] = np.zeros(len(steps), VALUE_DTYPE)
-                if atoms:
-                    arrays["value_bins"] = np.zeros((len(steps), atoms), BINS_DTYPE)
-            for a in range(0, len(steps), cfg.batch):
-                annotated += _annotate_rows(model, steps[a:a + cfg.batch], selected, gamma,
-                                            afterstate, {k: v[a:a + cfg.batch]
-                                                         for k, v in arrays.items()})
-                bar.update(min(cfg.batch, len(steps) - a))
-            entry = manifest["shards"][i]
-            for kind, arr in arrays.items():
-                _write(out / entry["names"][kind], lambda f, a=arr: np.save(f, a))
-            entry["files"] = {kind: fingerprint(arr) for kind, arr in arrays.items()}
-            entry["annotated_rows"] = int((arrays["annotations"]["model_move"]
-                                           != NOT_ANNOTATED).sum())
+            steps, entry = ds.shards[i], manifest["shards"][i]
+            with contextlib.ExitStack() as files_of_shard:  # renamed into place on success
+                arrays = {kind: _open_output(files_of_shard, out / entry["names"][kind],
+                                             shapes[kind][0], (len(steps), *shapes[kind][1]))
+                          for kind in files}
+                for a in range(0, len(steps), cfg.batch):
+                    annotated += _annotate_rows(model, steps[a:a + cfg.batch], selected, gamma,
+                                                afterstate, {k: v[a:a + cfg.batch]
+                                                             for k, v in arrays.items()})
+                    bar.update(min(cfg.batch, len(steps) - a))
+                for arr in arrays.values():
+                    arr.flush()
+                entry["files"] = {kind: fingerprint(arr) for kind, arr in arrays.items()}
+                entry["annotated_rows"] = int((arrays["annotations"]["model_move"]
+                                               != NOT_ANNOTATED).sum())
+                del arrays
             _write(out / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
     manifest["seconds"] = time.perf_counter() - start
     manifest["rows_annotated_now"] = annotated
     return manifest
+
+
+def _open_output(stack: contextlib.ExitStack, path: Path, dtype: np.dtype,
+                 shape: tuple[int, ...]) -> np.ndarray:
+    """A .npy memory-mapped at a temporary beside `path` (renamed to it when `stack` closes
+    without an error), its space reserved at once: a full disk is one line, not a crash."""
+    tmp = stack.enter_context(atomic_path(path))
+    try:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        with open(tmp, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write ({e.strerror or e})") from None
+    return arr
 
 
 def _write(path: Path, write) -> None:
