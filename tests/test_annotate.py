@@ -11,7 +11,7 @@ import shutil
 import _search_shim
 import numpy as np
 import pytest
-from annotated import GAMMA, small_dataset, tiny_init
+from annotated import GAMMA, sidecar, small_dataset, tiny_init
 
 from lab2048.annotate.config import AnnotateConfig
 from lab2048.annotate.files import (
@@ -26,6 +26,7 @@ from lab2048.data.dataset import Dataset
 from lab2048.engine import Board
 from lab2048.engine.batch import legal_masks, to_exponents
 from lab2048.errors import UserError
+from lab2048.value_target import DEFAULT_GAMMA
 
 _search_shim.install()  # TEMPORARY until lab2048.play.search (q_values) is on main
 
@@ -209,6 +210,17 @@ def test_gamma_comes_from_the_init_and_a_conflicting_flag_is_one_line(made, tmp_
                      "--where", "id = 1") == 0
     manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
     assert manifest["gamma"] == 0.95 and manifest["gamma_source"] == "flag"
+    capsys.readouterr()
+    sc = sidecar(ds_path, tmp_path / "values", gamma=0.98)  # no flag: the sidecar's gamma
+    assert _annotate(bare, ds_path, tmp_path / "c", "--sidecar", str(sc), "--where",
+                     "id = 1") == 0
+    manifest = json.loads((tmp_path / "c" / MANIFEST).read_text())
+    assert manifest["gamma"] == 0.98 and manifest["gamma_source"] == "sidecar"
+    assert "note" not in capsys.readouterr().err
+    assert _annotate(bare, ds_path, tmp_path / "d", "--where", "id = 1") == 0  # the default
+    manifest = json.loads((tmp_path / "d" / MANIFEST).read_text())
+    assert manifest["gamma"] == DEFAULT_GAMMA and manifest["gamma_source"] == "default"
+    assert "records no value target; 1-ply Q uses gamma 0.997" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--init DIR or --server"):
         AnnotateConfig()
 
