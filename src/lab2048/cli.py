@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from lab2048 import __version__
+from lab2048.annotate.config import AnnotateConfig, ViewConfig
 from lab2048.config import add_config_args, build_config
 from lab2048.data.config import (
     CheckConfig,
@@ -142,6 +143,21 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _annotate(args: argparse.Namespace) -> int:
+    from lab2048.annotate.run import annotate, format_summary
+
+    cfg = build_config(AnnotateConfig, args)
+    manifest = annotate(cfg, resume=args.resume, overwrite=args.overwrite)
+    print(format_summary(manifest, Path(cfg.out or cfg.dataset)))
+    return 0
+
+
+def _view(args: argparse.Namespace) -> int:
+    from lab2048.viewer.app import serve
+
+    return serve(build_config(ViewConfig, args))
+
+
 def _add_value_sidecar_args(p: argparse.ArgumentParser) -> None:
     add_config_args(p, ValueSidecarConfig)
     p.add_argument("--overwrite", action="store_true", help="replace an existing sidecar")
@@ -238,6 +254,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in train.out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")
     p.set_defaults(run=_train)
+
+    p = sub.add_parser("annotate", help="a model's outputs beside every step of a dataset",
+                       description="Run a model over a packed dataset and write, aligned 1:1 "
+                       "with its steps shards, the policy's move probabilities and argmax "
+                       "(annotations-NNNNN.npy), the value and the 1-ply Q of each move "
+                       "(annotations-value-NNNNN.npy), the value atoms of categorical heads "
+                       "(annotations-value-bins-NNNNN.npy) and annotation_manifest.json. "
+                       "Per shard; --resume continues an interrupted run.")
+    add_config_args(p, AnnotateConfig)
+    p.add_argument("--resume", action="store_true",
+                   help="continue annotations with the same settings, skipping finished shards")
+    p.add_argument("--overwrite", action="store_true", help="replace existing annotations")
+    p.set_defaults(run=_annotate)
+
+    p = sub.add_parser("view", help="a web viewer of a dataset, its annotations and values",
+                       description="Serve a web page (http://127.0.0.1:8048 by default) to "
+                       "browse a dataset's runs step by step: the board, the teacher's and the "
+                       "model's moves and values, disagreements, and value rails (predicted "
+                       "value against the realised return). Ctrl-C stops it.")
+    add_config_args(p, ViewConfig)
+    p.set_defaults(run=_view)
     return parser
 
 
