@@ -129,15 +129,26 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_value_sidecar_args(p: argparse.ArgumentParser) -> None:
-    add_config_args(p, ValueSidecarConfig)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing sidecar")
-    p.set_defaults(run=_value_sidecar)
+def configure(p: argparse.ArgumentParser, config, run, *, overwrite: str = "",
+              flags: bool = True) -> argparse.ArgumentParser:
+    """A command's parser: its config's arguments (`add_config_args`), `--overwrite` with this
+    help where it writes outputs, and its `run(args)` function."""
+    add_config_args(p, config, flags=flags)
+    if overwrite:
+        p.add_argument("--overwrite", action="store_true", help=overwrite)
+    p.set_defaults(run=run)
+    return p
 
 
-_VALUE_SIDECAR_HELP = ("Compute per-step rewards and discounted returns (raw, and h-transformed "
-                       "of the scaled rewards) aligned 1:1 with a packed dataset's shards: "
-                       "values-NNNNN.npy and values.json.")
+def command(sub, name: str, config, run, *, help: str, description: str = "", **kw
+            ) -> argparse.ArgumentParser:
+    """A subcommand `name` (see `configure`), described by `description` or else by its
+    config's docstring."""
+    p = sub.add_parser(name, help=help, description=description or config.__doc__)
+    return configure(p, config, run, **kw)
+
+
+_VALUE_SIDECAR_OVERWRITE = "replace an existing sidecar"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,82 +159,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lab2048 {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("play", help="play games with an agent and summarise them",
-                       description="Play seeded games with a baseline agent or a model's policy "
-                       "(--init DIR in process, --server ADDR through `lab2048 serve`); print "
-                       "a summary and optionally write games.csv, summary.json and scores.png "
-                       "to --out.")
-    add_config_args(p, PlayConfig)
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.set_defaults(run=_play)
-
-    p = sub.add_parser("serve", help="serve a model over gRPC (micro-batched)",
-                       description="Serve a model init directory with the gRPC Inference "
-                       "service (proto/lab2048/inference/v1/inference.proto) and the standard "
-                       "health service. Concurrent requests share forward passes. Listens on "
-                       "127.0.0.1:50051 unless told otherwise; SIGTERM or SIGINT shut it down "
-                       "gracefully.")
-    add_config_args(p, ServeConfig)
-    p.set_defaults(run=_serve)
-
-    p = sub.add_parser("value-smoke", help="predicted values against realised returns",
-                       description="Play short seeded rollouts with a model's policy and compare "
-                       "the value head's prediction at every step with the discounted return "
-                       "realised afterwards in the same rollout: MAE, correlation and explained "
-                       "variance in points, value-smoke.json, steps.csv and value-smoke.png.")
-    add_config_args(p, ValueSmokeConfig)
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.set_defaults(run=_value_smoke)
-
-    p = sub.add_parser("replay", help="check the engine against macroxue/2048-ai text logs",
-                       description="Replay macroxue/2048-ai `-v` game logs (.txt or .txt.gz) "
-                       "through the engine: every move, reward and the final position must "
-                       "agree. Exits 1 if any game disagrees.")
-    add_config_args(p, ReplayConfig)
-    p.set_defaults(run=_replay)
-
-    p = sub.add_parser("check", help="validate a packed dataset and summarise it",
-                       description="Check a packed dataset (dtype, run contiguity, step order, "
-                       "runs table, legality of every move, boards following from move + one "
-                       "spawn, ev_legal against the board) and print a summary. Problems are "
-                       "listed per run; exits 1 if there are any. Without DATASET, checks the "
-                       "small dataset embedded in the package.")
-    add_config_args(p, CheckConfig)
-    p.set_defaults(run=_check)
-
-    p = sub.add_parser("generate", help="play teacher games into a packed dataset",
-                       description="Play seeded games with the expectimax teacher in worker "
-                       "processes and write a packed dataset. An interrupted run resumes when "
-                       "the same command is run again.")
-    add_config_args(p, GenerateConfig)
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing dataset (and discard a staged run with other "
-                   "settings)")
-    p.set_defaults(run=_generate)
-
-    p = sub.add_parser("pack", help="import Macroxue logs into a packed dataset",
-                       description="Import Macroxue logs (NAME.jsonl.gz + NAME.meta.json) or "
-                       "macroxue/2048-ai `-v` text output (.txt, .txt.gz) into a packed dataset. "
-                       "Malformed or inconsistent games are reported and skipped; the exit "
-                       "status is 1 if any was.")
-    add_config_args(p, PackConfig)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    p.set_defaults(run=_pack)
-
-    p = sub.add_parser("value-sidecar", help="rewards and discounted returns for a dataset",
-                       description=_VALUE_SIDECAR_HELP)
-    _add_value_sidecar_args(p)
-
-    p = sub.add_parser("train", help="train policy and value heads on a dataset and sidecar",
-                       description="Train the model on a packed dataset joined with its value "
-                       "sidecar: a TOML config (sections data, model, objective, optim, train; "
-                       "see configs/train/), then --set overrides. Writes metrics.jsonl, "
-                       "curves.png, checkpoint.pt and the init directory to train.out.")
-    add_config_args(p, TrainConfig, flags=False)
+    command(sub, "play", PlayConfig, _play, help="play games with an agent and summarise them",
+            description="Play seeded games with a baseline agent or a model's policy (--init "
+            "DIR in process, --server ADDR through `lab2048 serve`); print a summary and "
+            "optionally write games.csv, summary.json and scores.png to --out.",
+            overwrite="replace existing outputs")
+    command(sub, "serve", ServeConfig, _serve, help="serve a model over gRPC (micro-batched)")
+    command(sub, "value-smoke", ValueSmokeConfig, _value_smoke,
+            help="predicted values against realised returns",
+            description="Play short seeded rollouts with a model's policy and compare the value "
+            "head's prediction at every step with the discounted return realised afterwards in "
+            "the same rollout: MAE, correlation and explained variance in points, "
+            "value-smoke.json, steps.csv and value-smoke.png.",
+            overwrite="replace existing outputs")
+    command(sub, "replay", ReplayConfig, _replay,
+            help="check the engine against macroxue/2048-ai text logs")
+    command(sub, "check", CheckConfig, _check, help="validate a packed dataset and summarise it")
+    command(sub, "generate", GenerateConfig, _generate,
+            help="play teacher games into a packed dataset",
+            description="Play seeded games with the expectimax teacher in worker processes and "
+            "write a packed dataset. An interrupted run resumes when the same command is run "
+            "again.", overwrite="replace an existing dataset (and discard a staged run with "
+            "other settings)")
+    command(sub, "pack", PackConfig, _pack, help="import Macroxue logs into a packed dataset",
+            overwrite="replace an existing dataset")
+    command(sub, "value-sidecar", ValueSidecarConfig, _value_sidecar,
+            help="rewards and discounted returns for a dataset",
+            overwrite=_VALUE_SIDECAR_OVERWRITE)
+    p = command(sub, "train", TrainConfig, _train, flags=False,
+                help="train policy and value heads on a dataset and sidecar",
+                description="Train the model on a packed dataset joined with its value sidecar: "
+                "a TOML config (sections data, model, objective, optim, train; see "
+                "configs/train/), then --set overrides. Writes metrics.jsonl, curves.png, "
+                "checkpoint.pt and the init directory to train.out.",
+                overwrite="replace an existing run")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in train.out from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run")
-    p.set_defaults(run=_train)
     return parser
 
 
@@ -244,8 +215,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def value_sidecar_main() -> int:
     """The `value-sidecar` command: `lab2048 value-sidecar` under its own name."""
-    parser = argparse.ArgumentParser(prog="value-sidecar", description=_VALUE_SIDECAR_HELP)
-    _add_value_sidecar_args(parser)
+    parser = argparse.ArgumentParser(prog="value-sidecar", description=ValueSidecarConfig.__doc__)
+    configure(parser, ValueSidecarConfig, _value_sidecar, overwrite=_VALUE_SIDECAR_OVERWRITE)
     return _run(parser.parse_args())
 
 

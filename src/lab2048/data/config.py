@@ -39,6 +39,10 @@ PACK_FORMATS = ("macroxue-jsonl", "macroxue-text")
 
 @dataclass
 class PackConfig:
+    """Import Macroxue logs (NAME.jsonl.gz + NAME.meta.json) or macroxue/2048-ai `-v` text
+    output (.txt, .txt.gz) into a packed dataset. Malformed or inconsistent games are reported
+    and skipped; the exit status is 1 if any was."""
+
     input: str = field(default="", metadata={
         "help": "directory of Macroxue logs (required)", "metavar": "LOGDIR"})
     out: str = field(default="", metadata={"help": "dataset directory to write (required)",
@@ -62,6 +66,9 @@ class PackConfig:
 
 @dataclass
 class ValueSidecarConfig:
+    """Compute per-step rewards and discounted returns (raw, and h-transformed of the scaled
+    rewards) aligned 1:1 with a packed dataset's shards: values-NNNNN.npy and values.json."""
+
     dataset: str = field(default="", metadata={
         "help": "packed dataset ('': the small one embedded in the package)", "metavar": "DIR"})
     gamma: float = field(default=DEFAULT_GAMMA, metadata={"help": "discount"})
@@ -83,6 +90,11 @@ class ValueSidecarConfig:
 
 @dataclass
 class CheckConfig:
+    """Check a packed dataset (dtype, run contiguity, step order, runs table, legality of
+    every move, boards following from move + one spawn, ev_legal against the board) and print
+    a summary. Problems are listed per run; exits 1 if there are any. Without DATASET, checks
+    the small dataset embedded in the package."""
+
     dataset: str = field(default="", metadata={
         "help": "packed dataset (default: the one embedded in the package)",
         "positional": True, "metavar": "DATASET"})
@@ -91,6 +103,9 @@ class CheckConfig:
 
 @dataclass
 class ReplayConfig:
+    """Replay macroxue/2048-ai `-v` game logs (.txt or .txt.gz) through the engine: every
+    move, reward and the final position must agree. Exits 1 if any game disagrees."""
+
     files: list[str] = field(default_factory=list, metadata={
         "help": "macroxue/2048-ai -v logs (.txt or .txt.gz)", "positional": True,
         "metavar": "FILE"})

@@ -13,6 +13,11 @@ DEFAULT_TCP = "127.0.0.1:50051"
 
 @dataclass
 class ServeConfig:
+    """Serve a model init directory with the gRPC Inference service
+    (proto/lab2048/inference/v1/inference.proto) and the standard health service. Concurrent
+    requests share forward passes. Listens on 127.0.0.1:50051 unless told otherwise; SIGTERM
+    or SIGINT shut it down gracefully."""
+
     init: str = field(default="", metadata={"help": "model init directory (required)",
                                             "metavar": "DIR"})
     tcp: str = field(default="", metadata={"help": f"TCP address (default: {DEFAULT_TCP})",
