@@ -474,7 +474,12 @@ def test_describe_reports_the_value_target_of_the_init(tmp_path):
         assert client.value_target() == target
     assert json.loads(d.value_target_json)["gamma"] == 0.99
     assert "γ = 0.99" in d.value_target and "afterstate" in d.value_target
-    old = pb.DescribeResponse.FromString(  # a client built before the field reads the rest
-        pb.DescribeResponse(policy_head="action_policy", value_target_json="{}")
-        .SerializeToString())
-    assert old.policy_head == "action_policy"
+    # wire compatibility: field 17 is new and optional; an older server's answer (fields up
+    # to 16 only) reads as "" and None, and a reader skipping field 17 keeps the rest
+    from lab2048.serve.client import value_target_of
+
+    old = pb.DescribeResponse(policy_head="action_policy", device="cpu").SerializeToString()
+    assert value_target_of(pb.DescribeResponse.FromString(old)) is None
+    new = pb.DescribeResponse(policy_head="action_policy", device="cpu",
+                              value_target_json=d.value_target_json).SerializeToString()
+    assert new.startswith(old) and new[len(old)] == (17 << 3 | 2) & 0x7F | 0x80  # tag 17
