@@ -434,17 +434,21 @@ def test_undecodable_request_bytes_get_invalid_argument():
     async def scenario():
         server = await start_server(model, "127.0.0.1:0", max_batch=8, max_wait_ms=1)
         channel = grpc.aio.insecure_channel(server.address)
-        raw = channel.unary_unary("/lab2048.inference.v1.Inference/Infer")  # bytes in, out
-        with pytest.raises(grpc.aio.AioRpcError) as e:
-            await raw(b"\x0a\xff\x01")  # field 1, length 255, then the bytes end
+        errors = []
+        for method in ("Infer", "Describe"):  # bytes in, bytes out
+            raw = channel.unary_unary(f"/lab2048.inference.v1.Inference/{method}")
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await raw(b"\x0a\xff\x01")  # field 1, length 255, then the bytes end
+            errors.append(e.value)
         ok = await pb_grpc.InferenceStub(channel).Infer(make_request(boards(1)))
         await channel.close()
         await server.stop(0.5)
-        return e.value, ok
+        return errors, ok
 
-    error, ok = asyncio.run(scenario())
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "not an InferRequest" in error.details() and len(ok.results) == 1
+    (infer, describe), ok = asyncio.run(scenario())
+    assert infer.code() == describe.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "the request does not decode as InferRequest" in infer.details()
+    assert "decode as DescribeRequest" in describe.details() and len(ok.results) == 1
 
 
 def test_board_without_a_legal_move_gets_probabilities_zero():
