@@ -8,8 +8,8 @@ Choices:
   socket; serves the standard health service (grpc.health.v1) for "" and the Inference
   service, which turns NOT_SERVING when shutdown begins.
 - Bad requests get INVALID_ARGUMENT with the item and the problem (also bytes that do not
-  decode as an InferRequest: the Infer handler's deserializer never raises); a failing forward
-  gets INTERNAL for the calls in its batch only; the server keeps serving either way.
+  decode as the request message: the deserializers never raise); a failing forward gets
+  INTERNAL for the calls in its batch only; the server keeps serving either way.
 - A board with no legal move gets move probabilities 0 for all four moves (`move_probs`).
 - Before gRPC binds, the address is checked with a plain socket, so a busy port or a socket
   path where another server answers is one line (`lab2048 serve` also sets GRPC_VERBOSITY=NONE
