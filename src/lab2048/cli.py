@@ -140,12 +140,29 @@ def configure(p: argparse.ArgumentParser, config, run, *, overwrite: str = "",
     return p
 
 
-def command(sub, name: str, config, run, *, help: str, description: str = "", **kw
-            ) -> argparse.ArgumentParser:
-    """A subcommand `name` (see `configure`), described by `description` or else by its
+def command(sub, name: str, config, run, *, help: str, **kw) -> argparse.ArgumentParser:
+    """A subcommand `name` (see `configure`), described by DESCRIPTIONS, else by its
     config's docstring."""
-    p = sub.add_parser(name, help=help, description=description or config.__doc__)
+    p = sub.add_parser(name, help=help, description=DESCRIPTIONS.get(name, config.__doc__))
     return configure(p, config, run, **kw)
+
+
+DESCRIPTIONS = {  # of the commands whose config has no docstring of its own (yet)
+    "play": """Play seeded games with a baseline agent or a model's policy (--init DIR in
+        process, --server ADDR through `lab2048 serve`); print a summary and optionally write
+        games.csv, summary.json and scores.png to --out.""",
+    "value-smoke": """Play short seeded rollouts with a model's policy and compare the value
+        head's prediction at every step with the discounted return realised afterwards in the
+        same rollout: MAE, correlation and explained variance in points, value-smoke.json,
+        steps.csv and value-smoke.png.""",
+    "generate": """Play seeded games with the expectimax teacher in worker processes and
+        write a packed dataset. An interrupted run resumes when the same command is run
+        again.""",
+    "train": """Train the model on a packed dataset joined with its value sidecar: a TOML
+        config (sections data, model, objective, optim, train; see configs/train/), then --set
+        overrides. Writes metrics.jsonl, curves.png, checkpoint.pt and the init directory to
+        train.out.""",
+}
 
 
 _VALUE_SIDECAR_OVERWRITE = "replace an existing sidecar"
@@ -160,27 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     command(sub, "play", PlayConfig, _play, help="play games with an agent and summarise them",
-            description="Play seeded games with a baseline agent or a model's policy (--init "
-            "DIR in process, --server ADDR through `lab2048 serve`); print a summary and "
-            "optionally write games.csv, summary.json and scores.png to --out.",
             overwrite="replace existing outputs")
     command(sub, "serve", ServeConfig, _serve, help="serve a model over gRPC (micro-batched)")
     command(sub, "value-smoke", ValueSmokeConfig, _value_smoke,
-            help="predicted values against realised returns",
-            description="Play short seeded rollouts with a model's policy and compare the value "
-            "head's prediction at every step with the discounted return realised afterwards in "
-            "the same rollout: MAE, correlation and explained variance in points, "
-            "value-smoke.json, steps.csv and value-smoke.png.",
-            overwrite="replace existing outputs")
+            help="predicted values against realised returns", overwrite="replace existing outputs")
     command(sub, "replay", ReplayConfig, _replay,
             help="check the engine against macroxue/2048-ai text logs")
     command(sub, "check", CheckConfig, _check, help="validate a packed dataset and summarise it")
     command(sub, "generate", GenerateConfig, _generate,
-            help="play teacher games into a packed dataset",
-            description="Play seeded games with the expectimax teacher in worker processes and "
-            "write a packed dataset. An interrupted run resumes when the same command is run "
-            "again.", overwrite="replace an existing dataset (and discard a staged run with "
-            "other settings)")
+            help="play teacher games into a packed dataset", overwrite="replace an existing "
+            "dataset (and discard a staged run with other settings)")
     command(sub, "pack", PackConfig, _pack, help="import Macroxue logs into a packed dataset",
             overwrite="replace an existing dataset")
     command(sub, "value-sidecar", ValueSidecarConfig, _value_sidecar,
@@ -188,10 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
             overwrite=_VALUE_SIDECAR_OVERWRITE)
     p = command(sub, "train", TrainConfig, _train, flags=False,
                 help="train policy and value heads on a dataset and sidecar",
-                description="Train the model on a packed dataset joined with its value sidecar: "
-                "a TOML config (sections data, model, objective, optim, train; see "
-                "configs/train/), then --set overrides. Writes metrics.jsonl, curves.png, "
-                "checkpoint.pt and the init directory to train.out.",
                 overwrite="replace an existing run")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in train.out from its last checkpoint")
