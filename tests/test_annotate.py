@@ -111,11 +111,11 @@ def test_manifest_records_shapes_model_dataset_and_gamma(made):
     assert manifest["gamma"] == GAMMA and manifest["gamma_source"] == "init"
     assert manifest["files"]["value_bins"] == {"dtype": "<f2", "shape": [-1, 41]}
     assert eval(manifest["files"]["value"]["dtype"]) == VALUE_DTYPE.descr
-    from lab2048.data.sidecar import _fingerprint
+    from lab2048.data.fingerprint import fingerprint
 
     for entry, steps in zip(manifest["shards"], Dataset(ds_path).shards, strict=True):
         assert entry["rows"] == len(steps) == entry["annotated_rows"]
-        assert entry["steps_fingerprint"] == _fingerprint(steps)
+        assert entry["steps_fingerprint"] == fingerprint(steps)
         assert set(entry["files"]) == {"annotations", "value", "value_bins"}
 
 

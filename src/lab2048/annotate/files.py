@@ -16,8 +16,9 @@ Aligned 1:1 with a dataset's steps shards (docs/design.md, "Annotations"):
 Choices
 - One row per step row, even for runs not selected: any step finds its annotation at the same
   shard and row, with no index to keep.
-- Fingerprints are the value sidecar's (`sidecar._fingerprint`, a sum over the data's 8-byte
-  words): a changed dataset or a swapped file is refused with one line saying what to rerun.
+- Fingerprints are the value sidecar's (`data.fingerprint.fingerprint`, a sum over the
+  data's 8-byte words): a changed dataset or a swapped file is refused with one line saying
+  what to rerun.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from lab2048.data.dataset import Dataset
-from lab2048.data.sidecar import _fingerprint as fingerprint
+from lab2048.data.fingerprint import fingerprint
 from lab2048.errors import UserError
 from lab2048.io import read_json
 

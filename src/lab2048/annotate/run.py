@@ -189,9 +189,9 @@ def resolve_gamma(target: ValueTarget | None, flag: float, sidecar: str,
     if flag:
         return flag, "flag"
     if sidecar:
-        from lab2048.data.sidecar import _read_meta
+        from lab2048.data.sidecar import read_meta
 
-        return float(_read_meta(Path(sidecar) / "values.json")["gamma"]), "sidecar"
+        return float(read_meta(Path(sidecar) / "values.json")["gamma"]), "sidecar"
     print(f"lab2048: note: {source} records no value target; 1-ply Q uses gamma "
           f"{DEFAULT_GAMMA} (pass --gamma to choose)", file=sys.stderr)
     return DEFAULT_GAMMA, "default"
