@@ -8,6 +8,7 @@ and exit 2; Ctrl-C exits 130 with earlier outputs intact.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -115,7 +116,8 @@ def _train(args: argparse.Namespace) -> int:
     from lab2048.train.trainer import train
 
     metrics = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    print(f"{cfg.train.out}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        print(f"{cfg.train.out}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return 0
 
 
