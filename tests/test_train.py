@@ -14,10 +14,25 @@ from lab2048.data.sidecar import SidecarConfig, build_sidecar, open_sidecar
 from lab2048.engine.batch import apply_moves, from_exponents, legal_masks, to_exponents
 from lab2048.errors import UserError
 from lab2048.model import Model, ModelConfig, load_init, save_init
+from lab2048.model.heads import legal_moves
 from lab2048.train.config import DataConfig, from_dict, load_train_config
-from lab2048.train.loader import Batch, Loader, augment, ev_classes, fit_edges
+from lab2048.train.loader import (
+    Batches,
+    Spec,
+    decode,
+    ev_classes,
+    fit_edges,
+    legal_bits,
+    make_batch,
+    open_source,
+    read_columns,
+    symmetry,
+    symmetry_moves,
+    symmetry_per_move,
+)
 from lab2048.train.objectives import value_loss, value_target
 from lab2048.train.trainer import lr_factor, train
+from lab2048.value_target import read_value_target
 from lab2048.value_transform import h, two_hot
 
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
@@ -41,95 +56,158 @@ def _cfg(sidecar, out, **train):
                                 **train}})
 
 
-# -- symmetries ---------------------------------------------------------------------------------
+# -- symmetries, decoding, legality --------------------------------------------------------------
 
 
 def test_mirror_swaps_left_and_right_in_labels_values_and_legal_bits():
-    tokens = np.arange(16, dtype=np.uint8)[None]
-    b = Batch(tokens=tokens, legal=np.array([4 | 1], np.uint8),  # Up and Left legal
-              move=np.array([LEFT]), branch_evs=np.array([[1.0, 0.0, 3.0, 0.0]], np.float32),
-              return_raw=np.zeros(1, np.float32), return_scaled=np.zeros(1, np.float32))
-    m = augment(b, np.array([1]))  # g = 1: mirror left-right
-    assert m.tokens[0].tolist() == [3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12]
-    assert m.move.tolist() == [RIGHT]
-    assert m.branch_evs[0].tolist() == [1.0, 0.0, 0.0, 3.0]
-    assert int(m.legal[0]) == 8 | 1  # Up and Right
-    assert augment(b, np.array([0])).move.tolist() == [LEFT]  # identity
-    t = augment(b, np.array([4]))  # transpose: Up <-> Left, Down <-> Right
-    assert t.move.tolist() == [UP] and t.branch_evs[0].tolist() == [3.0, 0.0, 1.0, 0.0]
+    tokens = torch.arange(16)[None]
+    move, evs = torch.tensor([LEFT]), torch.tensor([[1.0, 0.0, 3.0, 0.0]])
+    legal = legal_moves(torch.tensor([4 | 1]))  # Up and Left legal
+    g = torch.tensor([1])  # mirror left-right
+    assert symmetry(tokens, g)[0].tolist() == [3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14,
+                                               13, 12]
+    assert symmetry_moves(move, g).tolist() == [RIGHT]
+    assert symmetry_per_move(evs, g)[0].tolist() == [1.0, 0.0, 0.0, 3.0]
+    assert symmetry_per_move(legal, g)[0].tolist() == [True, False, False, True]  # Up, Right
+    assert symmetry_moves(move, torch.tensor([0])).tolist() == [LEFT]  # identity
+    t = torch.tensor([4])  # transpose: Up <-> Left, Down <-> Right
+    assert symmetry_moves(move, t).tolist() == [UP]
+    assert symmetry_per_move(evs, t)[0].tolist() == [3.0, 0.0, 1.0, 0.0]
+
+
+def _columns(rows):
+    boards = np.ascontiguousarray(rows["board"])
+    masks = np.ascontiguousarray(rows["tile_65536_mask"])
+    return {"board": torch.from_numpy(boards.view(np.int64)),
+            "mask": torch.from_numpy(masks.view(np.int16)),
+            "move": torch.from_numpy(np.ascontiguousarray(rows["move_dir"])),
+            "branch_evs": torch.from_numpy(np.ascontiguousarray(rows["branch_evs"], np.float32)),
+            "target": torch.zeros(len(rows)), "points": torch.zeros(len(rows))}
+
+
+def test_decoding_and_legality_agree_with_the_engine():
+    rows = np.concatenate([np.asarray(s) for s in Dataset(default_dataset()).shards])
+    b = make_batch(_columns(rows), None)
+    boards, masks = np.asarray(rows["board"]), np.asarray(rows["tile_65536_mask"])
+    assert np.array_equal(b.tokens.numpy(), to_exponents(boards, masks))
+    assert np.array_equal(b.legal.numpy(), legal_masks(boards, masks))
+    # random boards with 2^16 tiles (mask bits) and every exponent, many equal neighbours
+    rng = np.random.default_rng(0)
+    e = rng.integers(0, 17, (50_000, 16)).astype(np.uint8)
+    e[rng.random(e.shape) < 0.4] = 0
+    e[:1000] = rng.choice([15, 16], (1000, 16))
+    bb, mm = from_exponents(e)
+    t = decode(torch.from_numpy(bb.view(np.int64)), torch.from_numpy(mm.view(np.int16)))
+    assert np.array_equal(t.numpy(), e)
+    assert np.array_equal(legal_bits(t).numpy(), legal_masks(bb, mm))
 
 
 def test_all_symmetries_agree_with_the_engine():
     rows = Dataset(default_dataset()).shards[0][::97]
     boards, masks = np.asarray(rows["board"]), np.asarray(rows["tile_65536_mask"])
-    tokens = to_exponents(boards, masks)
     moves = rows["move_dir"].astype(np.int64)
     after, after_masks, rewards = apply_moves(boards, moves, masks)
-    base = Batch(tokens, legal_masks(boards, masks), moves,
-                 np.ascontiguousarray(rows["branch_evs"], np.float32),
-                 np.zeros(len(rows), np.float32), np.zeros(len(rows), np.float32))
+    base = make_batch(_columns(rows), None)
+    after_cols = {**_columns(rows), "board": torch.from_numpy(after.view(np.int64)),
+                  "mask": torch.from_numpy(after_masks.view(np.int16))}
     for g in range(8):
-        sym = np.full(len(rows), g)
-        a = augment(base, sym)
-        b2, m2 = from_exponents(a.tokens)
-        assert (legal_masks(b2, m2) == a.legal).all(), g
-        nb, nm, r = apply_moves(b2, a.move, m2)
-        moved = augment(Batch(to_exponents(after, after_masks), base.legal, base.move,
-                              base.branch_evs, base.return_raw, base.return_scaled), sym)
-        assert (to_exponents(nb, nm) == moved.tokens).all(), g
+        sym = torch.full((len(rows),), g)
+        a = make_batch(_columns(rows), sym)
+        b2, m2 = from_exponents(a.tokens.numpy().astype(np.uint8))
+        assert (legal_masks(b2, m2) == a.legal.numpy()).all(), g
+        legal_mapped = symmetry_per_move(legal_moves(base.legal), sym)
+        assert torch.equal(legal_moves(a.legal), legal_mapped), g
+        nb, nm, r = apply_moves(b2, a.move.numpy(), m2)
+        moved = make_batch(after_cols, sym)
+        assert (to_exponents(nb, nm) == moved.tokens.numpy()).all(), g
         assert (r == rewards).all(), g
         # the teacher's move keeps its value under every symmetry
-        assert np.array_equal(a.branch_evs[np.arange(len(sym)), a.move],
-                              base.branch_evs[np.arange(len(sym)), base.move])
+        i = torch.arange(len(sym))
+        assert torch.equal(a.branch_evs[i, a.move], base.branch_evs[i, base.move])
 
 
 # -- data ---------------------------------------------------------------------------------------
 
 
 def test_split_by_run_and_sidecar_join(sidecar):
-    loader = Loader(DataConfig(sidecar=str(sidecar), val_fraction=0.25), 64, seed=0)
-    assert len(np.intersect1d(loader.train_runs, loader.val_runs)) == 0
-    assert len(loader.val_runs) == 6 and len(loader.train_runs) == 18
-    steps = np.concatenate([np.asarray(s) for s in loader.ds.shards])
+    src = open_source(DataConfig(sidecar=str(sidecar), val_fraction=0.25))
+    assert len(np.intersect1d(src.train_runs, src.val_runs)) == 0
+    assert len(src.val_runs) == 6 and len(src.train_runs) == 18
+    steps = np.concatenate([np.asarray(s) for s in src.ds.shards])
     values = np.concatenate(open_sidecar(default_dataset(), sidecar)[1])
-    assert set(np.unique(steps["run_id"][loader.train_rows])) == set(loader.train_runs)
-    assert not np.isin(steps["run_id"][loader.val_rows], loader.train_runs).any()
-    rows = loader.batch_rows(5)
-    batch = loader.gather(rows)
-    assert np.array_equal(batch.return_raw, values["return_raw"][rows])
-    assert np.array_equal(batch.move, steps["move_dir"][rows])
-    # the order is a pure function of (seed, step): a fresh loader gives the same batches
-    again = Loader(DataConfig(sidecar=str(sidecar), val_fraction=0.25), 64, seed=0)
-    assert np.array_equal(again.train_batch(7).tokens, loader.train_batch(7).tokens)
-    epoch = np.concatenate([loader.batch_rows(s) for s in range(loader.batches_per_epoch)])
-    assert len(np.unique(epoch)) == len(epoch)  # an epoch visits each row at most once
-    sql = Loader(DataConfig(sidecar=str(sidecar), where="id <= 10", val_where="id > 8"), 32, 0)
+    assert set(np.unique(steps["run_id"][src.train_rows])) == set(src.train_runs)
+    assert not np.isin(steps["run_id"][src.val_rows], src.train_runs).any()
+    cols = read_columns(src, src.train_rows, Spec())
+    batches = Batches(cols, 64, seed=0, device=torch.device("cpu"))
+    idx, _ = batches.rows(5)
+    rows = src.train_rows[idx.numpy()]
+    unaugmented = make_batch({k: v[idx] for k, v in cols.items()}, None)
+    assert np.array_equal(unaugmented.points.numpy(), values["return_raw"][rows])
+    assert np.array_equal(unaugmented.target.numpy(), values["return_scaled"][rows])
+    assert np.array_equal(unaugmented.move.numpy(), steps["move_dir"][rows])
+    # the order is a pure function of (seed, step): fresh batches, the same; host placement
+    # (pinned buffers, copies one step ahead) gives the same batches as device placement
+    again = Batches(cols, 64, seed=0, device=torch.device("cpu"), placement="host")
+    for step in (7, 8, 3, 3):
+        a, b = again.get(step), batches.get(step)
+        assert torch.equal(a.tokens, b.tokens) and torch.equal(a.move, b.move)
+        assert torch.equal(a.legal, b.legal) and torch.equal(a.target, b.target)
+    epoch = torch.cat([batches.rows(s)[0] for s in range(batches.batches_per_epoch)])
+    assert len(torch.unique(epoch)) == len(epoch)  # an epoch visits each row at most once
+    # rank r of W: the r-th slice of the same global batch
+    halves = [Batches(cols, 64, 0, torch.device("cpu"), rank=r, world=2).get(9) for r in (0, 1)]
+    whole = batches.get(9)
+    assert torch.equal(torch.cat([h.tokens for h in halves]), whole.tokens)
+    assert torch.equal(torch.cat([h.move for h in halves]), whole.move)
+    sql = open_source(DataConfig(sidecar=str(sidecar), where="id <= 10", val_where="id > 8"))
     assert sql.train_runs.max() <= 8 and set(sql.val_runs) <= {9, 10}
+
+
+def test_afterstate_columns(sidecar):
+    src = open_source(DataConfig(sidecar=str(sidecar)))
+    rows = src.train_rows[:3000]
+    gamma = src.meta["gamma"]
+    spec = Spec(value_target="return_scaled", afterstate=True, gamma=gamma)
+    cols = read_columns(src, rows, spec)
+    steps = np.concatenate([np.asarray(s) for s in src.ds.shards])[rows]
+    values = np.concatenate(src.values)[rows]
+    after, after_masks, rewards = apply_moves(steps["board"], steps["move_dir"].astype(np.int64),
+                                              steps["tile_65536_mask"])
+    b = make_batch(cols, None)
+    assert np.array_equal(b.after.numpy(), to_exponents(after, after_masks))
+    assert np.array_equal(b.tokens.numpy(), to_exponents(steps["board"], steps["tile_65536_mask"]))
+    # G_{t+1} = (G_t - r_t) / gamma: the next row's return where the run goes on
+    g_next = (values["return_raw"].astype(np.float64) - rewards) / gamma
+    assert np.allclose(b.points.numpy(), g_next, rtol=1e-6)
+    same_run = steps["run_id"][1:] == steps["run_id"][:-1]
+    assert np.allclose(b.points.numpy()[:-1][same_run], values["return_raw"][1:][same_run],
+                       rtol=1e-4, atol=0.5)
+    assert np.allclose(b.target.numpy(), h(g_next), rtol=1e-6)
 
 
 def test_bad_sidecar_is_refused(sidecar, tmp_path):
     with pytest.raises(UserError, match="no such file"):
-        Loader(DataConfig(sidecar=str(tmp_path)), 32, 0)
+        open_source(DataConfig(sidecar=str(tmp_path)))
     with pytest.raises(UserError, match="embedded dataset has no sidecar"):
-        Loader(DataConfig(), 32, 0)
+        open_source(DataConfig())
     meta = json.loads((sidecar / "values.json").read_text())
     meta["shards"][0]["rows"] += 1
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "values.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="stale sidecar"):
-        Loader(DataConfig(sidecar=str(bad)), 32, 0)
+        open_source(DataConfig(sidecar=str(bad)))
 
 
 def test_ev_classes_and_edges():
-    evs = np.array([[5.0, 3.0, 0.0, -900.0], [2.0, 2.0, 1.0, 0.5]], np.float32)
-    legal = np.array([1 | 2 | 8, 15], np.uint8)
-    edges = np.array([0.0, 1.0, 2.5, 10.0])
+    evs = torch.tensor([[5.0, 3.0, 0.0, -900.0], [2.0, 2.0, 1.0, 0.5]])
+    legal = torch.tensor([1 | 2 | 8, 15])
+    edges = torch.tensor([0.0, 1.0, 2.5, 10.0], dtype=torch.float64)
     cls = ev_classes(evs, legal, edges, failure_value=-800.0)
     winner = 2 + 3
     assert cls.tolist() == [[winner, 2 + 1, 0, 1], [winner, winner, 2 + 1, 2 + 1]]
-    fitted = fit_edges(np.random.default_rng(0).normal(size=(500, 4)).astype(np.float32),
-                       np.full(500, 15, np.uint8), 4, -800.0)
+    fitted = fit_edges(torch.from_numpy(np.random.default_rng(0).normal(size=(500, 4))).float(),
+                       torch.full((500,), 15), 4, -800.0)
     assert len(fitted) == 5 and fitted[0] == 0 and (np.diff(fitted) > 0).all()
 
 
