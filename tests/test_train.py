@@ -3,6 +3,7 @@ the three modes (value_only moves only the value head), resume == uninterrupted,
 its one-line errors. Tiny models on the embedded dataset."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ from lab2048.train.loader import (
     symmetry_per_move,
 )
 from lab2048.train.objectives import value_loss, value_target
-from lab2048.train.trainer import lr_factor, train
+from lab2048.train.trainer import lr_factor, sidecar_fingerprint, train
 from lab2048.value_target import read_value_target
 from lab2048.value_transform import h, two_hot
 
@@ -53,7 +54,7 @@ def _cfg(sidecar, out, **train):
                       "optim": {"warmup_steps": 2, "lr": 3e-3},
                       "train": {"steps": 6, "batch_size": 32, "eval_every": 3,
                                 "checkpoint_every": 3, "out": str(out), "progress": False,
-                                **train}})
+                                "threads": 1, **train}})
 
 
 # -- symmetries, decoding, legality --------------------------------------------------------------
@@ -244,6 +245,8 @@ def test_resume_matches_an_uninterrupted_run(sidecar, tmp_path):
     train(cut, stop_after=5)  # "killed" two steps after the checkpoint at step 3
     with pytest.raises(UserError, match="already exists"):
         train(cut)
+    with (tmp_path / "cut" / "metrics.jsonl").open("a") as f:
+        f.write('{"kind": "train", "step": 4, "lo')  # torn by the kill: dropped on resume
     metrics = train(cut, resume=True)
     a = load_init(tmp_path / "full" / "init").state_dict()
     b = load_init(tmp_path / "cut" / "init").state_dict()
@@ -255,8 +258,14 @@ def test_resume_matches_an_uninterrupted_run(sidecar, tmp_path):
              for x in (ra, rb)]
     assert strip[0] == strip[1]
     assert metrics["value_r2"] == json.loads(ra[-1])["value_r2"]
-    for name in ("config.json", "model.safetensors", "training-config.json"):
+    for name in ("config.json", "model.safetensors", "training-config.json",
+                 "value-target.json"):
         assert (tmp_path / "full" / "init" / name).is_file()
+    meta = json.loads((sidecar / "values.json").read_text())
+    target = read_value_target(tmp_path / "full" / "init")
+    assert (target.gamma, target.reward_scale, target.epsilon) == (
+        meta["gamma"], meta["reward_scale"], meta["epsilon"])
+    assert (target.kind, target.state, len(target.sidecar)) == ("monte_carlo", "board", 32)
     assert (tmp_path / "full" / "curves.png").stat().st_size > 1000
     with pytest.raises(UserError, match="another config"):
         train(_cfg(sidecar, tmp_path / "cut", steps=8), resume=True)
@@ -313,6 +322,11 @@ def test_cli_train_and_one_line_errors(sidecar, tmp_path, capsys):
         (["--set", "train.mode='joint'"], "needs train.init"),
         (["--set", "data.dataset='/nonexistent'"], "/nonexistent: no such dataset"),
         (["--set", "oops=1"], "expected section.key=value"),
+        (["--set", "optim.lr=inf"], "optim.lr = inf is not a finite number"),
+        (["--set", "model.value_head.epsilon=nan"], "model.value_head.epsilon = nan is not a "
+                                                    "finite number"),
+        (["--set", "objective.target_kind='td'", "--set", "model.value_head.enabled=true"],
+         "holds monte_carlo returns, objective.target_kind is 'td'"),
         (["--set", f"train.out={out}"], "already exists"),
     ]:
         code = main(["train", "--config", str(toml), "--set", f"train.out={tmp_path / 'x'}",
@@ -355,3 +369,195 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(sidecar, tmp_path):
     a = load_init(whole / "init").state_dict()
     b = load_init(killed / "init").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- the value target's provenance, afterstates, one forward path ------------------------------
+
+
+def test_sidecar_gamma_and_kind_are_checked_and_recorded(sidecar, tmp_path):
+    with pytest.raises(UserError, match=r"sidecar's gamma is 0\.997, objective\.gamma is 0\.99"):
+        train(from_dict({**_cfg(sidecar, tmp_path / "a").to_dict(),
+                         "objective": {"gamma": 0.99}}))
+    nstep = tmp_path / "nstep"
+    nstep.mkdir()
+    for f in sidecar.iterdir():
+        (nstep / f.name).symlink_to(f)
+    meta = json.loads((sidecar / "values.json").read_text())
+    (nstep / "values.json").unlink()
+    (nstep / "values.json").write_text(json.dumps({**meta, "kind": "n_step", "n": 5}))
+    cfg = _cfg(nstep, tmp_path / "b", steps=2, eval_every=2, checkpoint_every=2)
+    with pytest.raises(UserError, match=r"holds n_step returns, objective\.target_kind "
+                                        r"is 'monte_carlo'"):
+        train(cfg)
+    cfg.objective.target_kind = "n_step"
+    cfg.objective.value_state = "afterstate"
+    train(cfg)
+    target = read_value_target(tmp_path / "b" / "init")
+    assert (target.kind, target.n, target.state) == ("n_step", 5, "afterstate")
+    fingerprint = read_value_target(tmp_path / "b" / "init").sidecar
+    other = json.loads(json.dumps(meta))
+    other["shards"][0]["values_fingerprint"] = "0" * 32
+    assert fingerprint != sidecar_fingerprint(other)
+
+
+def test_compile_applies_in_every_mode(sidecar, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_compile(model):  # stands for torch.compile: records what the loop calls
+        def forward(*args, **kwargs):
+            calls.append(torch.is_grad_enabled())
+            return model(*args, **kwargs)
+        return forward
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    train(_cfg(sidecar, tmp_path / "a", steps=3, compile=True))
+    torch.manual_seed(1)
+    save_init(Model(ModelConfig.from_dict(TINY)), tmp_path / "init")
+    for name, extra in [("value_only", {"mode": "value_only", "init": str(tmp_path / "init"),
+                                        "freeze_trunk": True}),
+                        ("weight0", {})]:
+        calls.clear()
+        cfg = _cfg(sidecar, tmp_path / name, steps=3, compile=True, **extra)
+        cfg.objective.policy_weight = 0.0 if name == "weight0" else 1.0
+        cfg.objective.value_state = "afterstate"
+        train(cfg)
+        assert calls.count(True) == 3, name  # every training step went through it
+        assert calls.count(False) == 1, name  # and the validation (one batch)
+
+
+# -- reliability --------------------------------------------------------------------------------
+
+
+def test_a_non_finite_loss_stops_the_run_keeping_the_last_checkpoint(sidecar, tmp_path,
+                                                                     monkeypatch):
+    import lab2048.train.trainer as trainer
+
+    real, steps = trainer.losses, []
+
+    def losses(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if torch.is_grad_enabled():
+            steps.append(1)
+            if len(steps) >= 5:  # step 5 (after the checkpoint at 3) blows up
+                out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer, "losses", losses)
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match="step 6: loss nan") as e:
+        train(_cfg(sidecar, out))
+    assert "\n" not in str(e.value) and "step 3" in str(e.value)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    init = load_init(out / "init").state_dict()
+    assert state["step"] == 3
+    assert all(torch.equal(init[k], state["model"][k]) for k in init)
+    assert all(torch.isfinite(v).all() for v in init.values())
+
+
+def test_damaged_checkpoint_and_metrics_are_one_line_errors(sidecar, tmp_path):
+    cfg = _cfg(sidecar, tmp_path / "run", steps=3)
+    train(cfg, stop_after=3)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    good = ckpt.read_bytes()
+    for damaged in (good[:len(good) // 2], np.random.default_rng(0).bytes(5000), b""):
+        ckpt.write_bytes(damaged)
+        with pytest.raises(UserError, match="not a readable checkpoint") as e:
+            train(cfg, resume=True)
+        assert "\n" not in str(e.value)
+    ckpt.write_bytes(good)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    metrics.write_text("not json\n" + metrics.read_text())
+    with pytest.raises(UserError, match="line 1 is not a metrics record"):
+        train(cfg, resume=True)
+
+
+def test_a_full_disk_leaves_init_and_checkpoint_consistent(sidecar, tmp_path, monkeypatch):
+    import errno
+
+    import lab2048.train.trainer as trainer
+
+    real_save, saves = torch.save, []
+
+    def save(obj, path, *args, **kwargs):  # the second checkpoint finds the disk full
+        saves.append(path)
+        if len(saves) == 2:
+            with open(path, "wb") as f:
+                f.write(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match="no space left on the device") as e:
+        train(_cfg(sidecar, out))
+    assert "\n" not in str(e.value)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    init = load_init(out / "init").state_dict()
+    assert state["step"] == 3 and all(torch.equal(init[k], state["model"][k]) for k in init)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "curves.png", "init",
+                                                     "metrics.jsonl"]
+    # metrics.jsonl: a failed append is cut back, never left half-written
+    real_open = open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, text):
+            self.f.write(text[:7])
+            self.f.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.setattr(trainer, "open", lambda p, mode="r", *a, **k: Full(real_open(p, mode)),
+                        raising=False)
+    before = (out / "metrics.jsonl").read_text()
+    with pytest.raises(UserError, match=r"metrics\.jsonl: cannot write"):
+        train(_cfg(sidecar, out), resume=True)
+    after = (out / "metrics.jsonl").read_text()
+    assert after == "".join(line + "\n" for line in before.splitlines()
+                            if json.loads(line)["step"] <= 3)
+
+
+# -- several processes --------------------------------------------------------------------------
+
+
+def test_torchrun_two_processes_resume_and_equal_one_process(sidecar, tmp_path):
+    """Two gloo processes continue a one-process run from its checkpoint; the result equals
+    one process with the same global batch."""
+    import subprocess
+    import sys
+
+    toml = tmp_path / "t.toml"
+    toml.write_text(f'[data]\nsidecar = "{sidecar}"\nval_rows = 64\n[model]\nhidden = 32\n'
+                    'layers = 1\nheads = 2\nkv_heads = 1\nmlp = 64\n[model.value_head]\n'
+                    'enabled = true\n[train]\nsteps = 4\nbatch_size = 32\neval_every = 4\n'
+                    'checkpoint_every = 2\nprogress = false\nthreads = 1\n')
+    whole, two = tmp_path / "whole", tmp_path / "two"
+    assert main(["train", "--config", str(toml), "--set", f"train.out={whole}"]) == 0
+    train(load_train_config(toml, [f"train.out={two}"]), stop_after=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", "-m", "lab2048", "train", "--config",
+                           str(toml), "--set", f"train.out={two}", "--resume"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count(f"{two}:") == 1  # rank 0 reports
+    a, b = load_init(whole / "init").state_dict(), load_init(two / "init").state_dict()
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
+    ra = [json.loads(r) for r in (whole / "metrics.jsonl").read_text().splitlines()]
+    rb = [json.loads(r) for r in (two / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["step"]) for r in ra] == [(r["kind"], r["step"]) for r in rb]
+    for x, y in zip(ra, rb, strict=True):
+        for k in ("loss", "value_loss", "policy_agreement", "value_r2"):
+            if k in x:
+                assert x[k] == pytest.approx(y[k], rel=1e-4, abs=1e-5), (x["step"], k)

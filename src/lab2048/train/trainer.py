@@ -166,7 +166,7 @@ def _clear_out(out: Path, overwrite: bool) -> None:
         shutil.rmtree(out / INIT, ignore_errors=True)
 
 
-def _fingerprint(meta: dict) -> str:
+def sidecar_fingerprint(meta: dict) -> str:
     """The sidecar's fingerprint: a hash of its per-shard fingerprints."""
     text = json.dumps([[s.get("steps_fingerprint"), s.get("values_fingerprint")]
                        for s in meta["shards"]])
@@ -192,7 +192,7 @@ def value_target_of(cfg: TrainConfig, meta: dict, head, source: str) -> ValueTar
     return ValueTarget(gamma=meta["gamma"], reward_scale=head.reward_scale,
                        epsilon=head.epsilon, kind=kind, state=o.value_state,
                        n=int(meta.get("n", 0)), lam=float(meta.get("lam", 0.0)),
-                       bootstrap=str(meta.get("bootstrap", "")), sidecar=_fingerprint(meta))
+                       bootstrap=str(meta.get("bootstrap", "")), sidecar=sidecar_fingerprint(meta))
 
 
 def build_model(cfg: TrainConfig, train_cols: dict[str, torch.Tensor]) -> Model:
@@ -342,7 +342,7 @@ def _read_metrics(path: Path, last_step: int) -> list[dict]:
 
 def _append(path: Path, record: dict) -> None:
     """One line onto metrics.jsonl; on failure the file is cut back to what it was."""
-    with _writing(path), path.open("a") as f:
+    with _writing(path), open(path, "a") as f:
         size = f.tell()
         try:
             f.write(json.dumps(record) + "\n")
