@@ -434,7 +434,8 @@ def _train(cfg, out, rank, world, device, resume, overwrite, stop_after) -> dict
     decay = cfg.optim.weight_decay
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
+                            fused=device.type == "cuda")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.optim, t.steps))
     start = 0
     if state is not None:
