@@ -338,7 +338,7 @@ def test_cli_train_and_one_line_errors(sidecar, tmp_path, capsys):
 def test_shipped_configs_parse():
     from pathlib import Path
 
-    for name in ("demo", "scratch", "cpu", "joint", "value_only"):
+    for name in ("demo", "scratch", "cpu", "gpu", "joint", "value_only"):
         cfg = load_train_config(Path(__file__).parents[1] / "configs/train" / f"{name}.toml")
         assert cfg.train.mode in ("scratch", "joint", "value_only")
 

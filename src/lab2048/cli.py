@@ -234,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the model on a packed dataset joined with its value "
                        "sidecar: a TOML config (sections data, model, objective, optim, train; "
                        "see configs/train/), then --set overrides. Writes metrics.jsonl, "
-                       "curves.png, checkpoint.pt and the init directory to train.out.")
+                       "curves.png, checkpoint.pt and the init directory to train.out. Several "
+                       "GPUs (or CPU processes): torchrun --nproc-per-node N -m lab2048 train "
+                       "...")
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML config")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key (repeatable), e.g. --set train.steps=500")

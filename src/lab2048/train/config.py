@@ -115,7 +115,8 @@ class RunConfig:
     init: str = ""  # model init directory to start from (joint, value_only)
     freeze_trunk: bool = False  # value_only: the encoder gets no gradient (and no dropout)
     steps: int = 1000  # optimizer steps (the schedule's horizon)
-    max_seconds: float = 0.0  # stop (validate, checkpoint) after this much training; 0 = none
+    max_seconds: float = 0.0  # stop (validate, checkpoint) after this much training, checked
+    # every 10 steps; 0 = none
     batch_size: int = 256
     eval_every: int = 200  # steps between validations (and at the end)
     checkpoint_every: int = 200  # steps between checkpoints (and at the end)
