@@ -4,6 +4,7 @@ its one-line errors. Tiny models on the embedded dataset."""
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -465,6 +466,11 @@ def test_damaged_checkpoint_and_metrics_are_one_line_errors(sidecar, tmp_path):
             train(cfg, resume=True)
         assert "\n" not in str(e.value)
     ckpt.write_bytes(good)
+    shutil.rmtree(tmp_path / "run" / "init")  # as if killed between the two renames
+    train(cfg, resume=True)
+    init = load_init(tmp_path / "run" / "init").state_dict()
+    weights = torch.load(ckpt, weights_only=True)["model"]
+    assert all(torch.equal(init[k], weights[k]) for k in init)
     metrics = tmp_path / "run" / "metrics.jsonl"
     metrics.write_text("not json\n" + metrics.read_text())
     with pytest.raises(UserError, match="line 1 is not a metrics record"):

@@ -34,7 +34,8 @@ Choices
 - Resume: the checkpoint holds model, optimizer, schedule, the step and torch's RNG states;
   the data order and augmentation are pure functions of (seed, step). A run killed at any
   moment continues from its last checkpoint exactly as if it had not been interrupted;
-  metrics recorded after that checkpoint (and a torn last line) are dropped and recomputed.
+  metrics recorded after that checkpoint (and a torn last line) are dropped and recomputed,
+  and init/ is republished from the checkpoint if a crash came between the two renames.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import contextlib
 import dataclasses
 import errno
 import hashlib
+import io
 import json
 import math
 import os
@@ -51,6 +53,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from lab2048.errors import UserError
 from lab2048.io import atomic_path, progress_bar, publish_dir, temp_dir_beside
@@ -313,12 +316,24 @@ def _save(out: Path, model: Model, blob: dict, extra_json: dict) -> None:
     try:
         with _writing(out / INIT):
             save_init(model, staging / INIT, extra_json=extra_json)
+        data = io.BytesIO()  # torch.save reports a full disk as a RuntimeError: write it here
+        torch.save(blob, data)
         with _writing(out / CHECKPOINT):
-            torch.save(blob, staging / CHECKPOINT)
+            (staging / CHECKPOINT).write_bytes(data.getbuffer())
         os.replace(staging / CHECKPOINT, out / CHECKPOINT)
         publish_dir(staging / INIT, out / INIT)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _init_matches(init: Path, weights: dict[str, torch.Tensor]) -> bool:
+    """Whether init/ holds these weights (it does unless a run died between the renames)."""
+    try:
+        saved = load_file(str(init / "model.safetensors"))
+    except Exception:  # missing or damaged: republish
+        return False
+    return saved.keys() == weights.keys() and all(torch.equal(saved[k], weights[k])
+                                                  for k in saved)
 
 
 def _read_metrics(path: Path, last_step: int) -> list[dict]:
@@ -478,8 +493,8 @@ def _train(cfg, out, rank, world, device, resume, overwrite, stop_after) -> dict
         records = _read_metrics(out / METRICS, start)
         with _writing(out / METRICS), atomic_path(out / METRICS) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-        if state is not None:  # init/ from this checkpoint, whatever an interruption left
-            _save(out, model, state, extra)
+        if state is not None and not _init_matches(out / INIT, state["model"]):
+            _save(out, model, state, extra)  # an interruption between the two renames
 
     def record(r: dict) -> None:
         records.append(r)
