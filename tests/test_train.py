@@ -479,20 +479,21 @@ def test_damaged_checkpoint_and_metrics_are_one_line_errors(sidecar, tmp_path):
 
 def test_a_full_disk_leaves_init_and_checkpoint_consistent(sidecar, tmp_path, monkeypatch):
     import errno
+    from pathlib import Path
 
     import lab2048.train.trainer as trainer
 
-    real_save, saves = torch.save, []
+    real_write, saves = Path.write_bytes, []
 
-    def save(obj, path, *args, **kwargs):  # the second checkpoint finds the disk full
-        saves.append(path)
-        if len(saves) == 2:
-            with open(path, "wb") as f:
-                f.write(b"half")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(obj, path, *args, **kwargs)
+    def write_bytes(path, data):  # the second checkpoint finds the disk full
+        if path.name == "checkpoint.pt":
+            saves.append(path)
+            if len(saves) == 2:
+                real_write(path, bytes(data[:100]))
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, data)
 
-    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
     out = tmp_path / "run"
     with pytest.raises(UserError, match="no space left on the device") as e:
         train(_cfg(sidecar, out))
@@ -523,7 +524,7 @@ def test_a_full_disk_leaves_init_and_checkpoint_consistent(sidecar, tmp_path, mo
             self.f.flush()
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.setattr(Path, "write_bytes", real_write)
     monkeypatch.setattr(trainer, "open", lambda p, mode="r", *a, **k: Full(real_open(p, mode)),
                         raising=False)
     before = (out / "metrics.jsonl").read_text()
