@@ -136,6 +136,9 @@ def read_columns(src: Source, rows: np.ndarray, spec: Spec) -> dict[str, torch.T
             local = local_all[a:a + READ_CHUNK]
             for k, v in _read_chunk(src.ds.shards[s][local], src.values[s][local], spec).items():
                 parts.setdefault(k, []).append(v)
+    if not parts:  # no rows (no validation runs): empty columns of the right types
+        parts = {k: [v] for k, v in _read_chunk(src.ds.shards[0][:0], src.values[0][:0],
+                                                spec).items()}
     return {k: torch.from_numpy(np.concatenate(v)) for k, v in parts.items()}
 
 
@@ -311,11 +314,15 @@ class Batches:
         else:
             self.cols = {k: v.pin_memory() if pinned else v for k, v in cols.items()}
         self._epoch, self._perm, self._sym = -1, None, None
-        self._ahead: tuple[int, dict[str, torch.Tensor], torch.Tensor] | None = None
+        # host placement: two pinned buffers, filled alternately, copied on a side stream
+        self._ahead: tuple[int, dict[str, torch.Tensor], torch.cuda.Event | None] | None = None
         b = batch_size // world
-        self._buffers = [{k: torch.empty((b, *v.shape[1:]), dtype=v.dtype, pin_memory=pinned)
-                          for k, v in cols.items()} for _ in range(2)]
+        self._buffers = [] if self.on_device else [
+            {k: torch.empty((b, *v.shape[1:]), dtype=v.dtype, pin_memory=pinned)
+             for k, v in {**cols, "sym": torch.zeros(0, dtype=torch.uint8)}.items()}
+            for _ in range(2)]
         self._events: list[torch.cuda.Event | None] = [None, None]
+        self._stream = torch.cuda.Stream(device) if pinned and not self.on_device else None
 
     def rows(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(row indices, symmetries) of this rank's slice of batch `step`, where the columns
@@ -339,12 +346,19 @@ class Batches:
             cols = {k: v[idx] for k, v in self.cols.items()}
         else:
             ahead = self._ahead if self._ahead and self._ahead[0] == step else self._copy(step)
-            _, cols, sym = ahead
+            _, cols, event = ahead
+            if event is not None:  # this step's work waits for its copy, and owns its memory
+                stream = torch.cuda.current_stream(self.device)
+                stream.wait_event(event)
+                for v in cols.values():
+                    v.record_stream(stream)
             self._ahead = self._copy(step + 1)  # its copy overlaps this step's compute
+            sym = cols.pop("sym")
         return make_batch(cols, sym if self.augment else None)
 
-    def _copy(self, step: int) -> tuple[int, dict[str, torch.Tensor], torch.Tensor]:
-        """Gather batch `step` into a pinned buffer and start its copy to the device."""
+    def _copy(self, step: int):
+        """Gather batch `step` into a pinned buffer; start its copy to the device (on CUDA, on
+        a side stream, returning the event that marks its end)."""
         slot = step % 2
         if self._events[slot] is not None:
             self._events[slot].synchronize()  # the buffer's previous copy has landed
@@ -352,14 +366,15 @@ class Batches:
         buf = self._buffers[slot]
         for k, v in self.cols.items():
             torch.index_select(v, 0, idx, out=buf[k])
-        out = {k: v.to(self.device, non_blocking=True) for k, v in buf.items()}
-        sym = sym.to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
-            self._events[slot] = torch.cuda.Event()
-            self._events[slot].record()
-        else:  # a CPU "copy" may share the buffer's memory: detach it from the next gather
-            out = {k: v.clone() for k, v in out.items()}
-        return step, out, sym
+        buf["sym"].copy_(sym)
+        if self._stream is None:  # CPU: the same steps, the "copy" detached from the buffer
+            return step, {k: v.clone() for k, v in buf.items()}, None
+        with torch.cuda.stream(self._stream):
+            out = {k: v.to(self.device, non_blocking=True) for k, v in buf.items()}
+            event = torch.cuda.Event()
+            event.record(self._stream)
+        self._events[slot] = event
+        return step, out, event
 
 
 def val_batches(cols: dict[str, torch.Tensor], batch_size: int):
