@@ -23,8 +23,8 @@ from lab2048.train.loader import (
     Spec,
     decode,
     ev_classes,
+    exponent_legal_masks,
     fit_edges,
-    legal_bits,
     make_batch,
     open_source,
     read_columns,
@@ -101,7 +101,7 @@ def test_decoding_and_legality_agree_with_the_engine():
     bb, mm = from_exponents(e)
     t = decode(torch.from_numpy(bb.view(np.int64)), torch.from_numpy(mm.view(np.int16)))
     assert np.array_equal(t.numpy(), e)
-    assert np.array_equal(legal_bits(t).numpy(), legal_masks(bb, mm))
+    assert np.array_equal(exponent_legal_masks(t).numpy(), legal_masks(bb, mm))
 
 
 def test_all_symmetries_agree_with_the_engine():
@@ -317,12 +317,13 @@ def test_cli_train_and_one_line_errors(sidecar, tmp_path, capsys):
     assert (out / "init" / "model.safetensors").is_file()
     assert "policy_agreement" in capsys.readouterr().out
     for args, message in [
-        (["--set", "train.stepz=3"], "unknown key train.'stepz'"),
+        (["--set", "train.stepz=3"], "unknown key 'train.stepz'"),
         (["--set", "train.steps=three"], "train.steps must be int"),
         (["--set", "model.hidden=33"], "must divide by heads"),
         (["--set", "train.mode='joint'"], "needs train.init"),
         (["--set", "data.dataset='/nonexistent'"], "/nonexistent: no such dataset"),
-        (["--set", "oops=1"], "expected section.key=value"),
+        (["--set", "oops=1"], "unknown key 'oops'"),
+        (["--set", "train.device='tpu'"], "device must be auto, cpu, cuda or cuda:N"),
         (["--set", "optim.lr=inf"], "optim.lr = inf is not a finite number"),
         (["--set", "model.value_head.epsilon=nan"], "model.value_head.epsilon = nan is not a "
                                                     "finite number"),

@@ -22,19 +22,17 @@ import copy
 import dataclasses
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab2048.config import _check_table, _construct, read_toml
+from lab2048.config import DEVICE_HELP, check_device, check_table, construct, load_values
 from lab2048.errors import UserError
 from lab2048.value_target import DEFAULT_GAMMA, KINDS, STATES
 
 MODES = ("scratch", "joint", "value_only")
 SCHEDULES = ("wsd", "cosine")
 VALUE_TARGETS = ("return_scaled", "return_raw")
-DEVICES = ("auto", "cpu", "cuda")
 PLACEMENTS = ("auto", "device", "host")
 
 
@@ -122,7 +120,7 @@ class RunConfig:
     checkpoint_every: int = 200  # steps between checkpoints (and at the end)
     seed: int = 0  # model init, data order, augmentation, dropout
     out: str = "runs/train"  # run directory: metrics.jsonl, curves.png, checkpoint.pt, init/
-    device: str = "auto"  # auto: cuda when available, else cpu
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     threads: int = 0  # torch CPU threads; 0 = torch's default (one per core)
     compile: bool = False  # torch.compile the model's forward (every mode)
     progress: bool = True  # a progress bar on terminals
@@ -134,8 +132,7 @@ class RunConfig:
             raise ValueError(f"train.mode = {self.mode!r} needs train.init (a model init dir)")
         if self.freeze_trunk and self.mode != "value_only":
             raise ValueError("train.freeze_trunk is for train.mode = 'value_only'")
-        if self.device not in DEVICES:
-            raise ValueError(f"train.device must be one of {DEVICES}, got {self.device!r}")
+        check_device(self.device)
         if self.threads < 0:
             raise ValueError(f"train.threads must be >= 0, got {self.threads}")
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
@@ -155,43 +152,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = ("data", "objective", "optim", "train", "model")
-
-
-def parse_set(items: list[str]) -> list[tuple[list[str], Any]]:
-    """`section.key=value` strings -> (path, value); values parse as TOML literals."""
-    out = []
-    for item in items:
-        key, sep, text = item.partition("=")
-        path = key.strip().split(".")
-        if not sep or len(path) < 2 or not all(path):
-            raise UserError(f"--set {item!r}: expected section.key=value")
-        try:
-            value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text
-        out.append((path, value))
-    return out
-
-
 def load_train_config(path: Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults, then the TOML file, then `--set` overrides; checked, one-line errors."""
-    data: dict[str, Any] = {}
-    source = str(path) if path else "config"
-    if path is not None:
-        data = read_toml(path)
-    for keys, value in parse_set(overrides or []):
-        if keys[0] not in _SECTIONS:
-            raise UserError(f"--set {'.'.join(keys)}: unknown section {keys[0]!r} (known: "
-                            f"{', '.join(_SECTIONS)})")
-        table = data
-        for name in keys[:-1]:
-            table = table.setdefault(name, {})
-            if not isinstance(table, dict):
-                raise UserError(f"--set {'.'.join(keys)}: {name} is not a table")
-        table[keys[-1]] = value
-        source = f"{path} with --set" if path else "--set"
-    return from_dict(data, source)
+    """Defaults, then the TOML file, then `--set` overrides (lab2048.config's mechanism);
+    checked, one-line errors."""
+    values = load_values(TrainConfig, path, overrides)
+    source = f"{path} with --set" if path and overrides else str(path or "--set")
+    return from_dict(values, source)
 
 
 def _non_finite(data: Any, prefix: str = "") -> str | None:
@@ -215,7 +181,7 @@ def from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
     if not isinstance(model, dict):
         raise UserError(f"{source}: model must be a table [model]")
     try:
-        cfg = _construct(TrainConfig, _check_table(TrainConfig, data, Path(source)))
+        cfg = construct(TrainConfig, check_table(TrainConfig, data, source))
     except ValueError as e:
         raise UserError(f"{source}: {e}") from None
     cfg.model = model

@@ -56,7 +56,14 @@ import torch
 from lab2048.data.dataset import Dataset, default_dataset, select_runs
 from lab2048.data.sidecar import open_sidecar
 from lab2048.engine.batch import apply_moves
-from lab2048.engine.conventions import Move
+from lab2048.engine.conventions import (
+    EV_FAILURE,
+    EV_FIRST_BIN,
+    EV_ILLEGAL,
+    MOVE_BITS,
+    Move,
+    ev_winner,
+)
 from lab2048.engine.symmetry import CELL_PERMS, MOVE_INVERSE, MOVE_MAPS
 from lab2048.errors import UserError
 from lab2048.model import legal_moves
@@ -189,7 +196,7 @@ def _tables() -> dict[str, torch.Tensor]:
     rows = (first << field[Move.LEFT]) | (last << field[Move.RIGHT])
     cols = (first << field[Move.UP]) | (last << field[Move.DOWN])
     counts = np.arange(1 << 12)
-    bits = sum((((counts >> field[m]) & 7) != 0).astype(np.int64) << int(m) for m in Move)
+    bits = sum((((counts >> field[m]) & 7) != 0).astype(np.int64) * MOVE_BITS[m] for m in Move)
     base = 17 ** np.arange(3, -1, -1)
     line_index = np.zeros((16, 8), np.float32)  # tokens @ line_index = base-17 line indices
     for r in range(4):
@@ -229,10 +236,11 @@ def decode(board: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return cells.view(-1, 16)
 
 
-def legal_bits(tokens: torch.Tensor) -> torch.Tensor:
-    """int64 [B] legal-move bitmask of exponents [B, 16] (bit i is move i): each row and
-    column is looked up as a line of 4 (see the module docstring); the lines' move counts
-    add up, and a move is legal where its count is not 0."""
+def exponent_legal_masks(tokens: torch.Tensor) -> torch.Tensor:
+    """int64 [B] legal-move bitmask (MOVE_BITS) of exponents [B, 16], on their device: the
+    tensor form of engine.arrays.exponent_legal_masks. Each row and column is looked up as a
+    line of 4 (see the module docstring); the lines' move counts add up, and a move is legal
+    where its count is not 0."""
     d = tokens.device
     lines = (tokens.float() @ _table("line_index", d)).long() + _table("line_offset", d)
     counts = _table("lines", d).index_select(0, lines.view(-1)).view(-1, 8).sum(1)
@@ -278,7 +286,7 @@ def make_batch(cols: dict[str, torch.Tensor], sym: torch.Tensor | None) -> Batch
         tokens, move = symmetry(tokens, sym), symmetry_moves(move, sym)
         after = symmetry(after, sym) if after is not None else None
         evs = symmetry_per_move(evs, sym) if evs is not None else None
-    return Batch(tokens.to(torch.int64), legal_bits(tokens), move, cols["target"],
+    return Batch(tokens.to(torch.int64), exponent_legal_masks(tokens), move, cols["target"],
                  cols["points"], after.to(torch.int64) if after is not None else None, evs)
 
 
@@ -402,15 +410,16 @@ def _gaps(branch_evs: torch.Tensor, legal: torch.Tensor) -> tuple[torch.Tensor, 
 
 def ev_classes(branch_evs: torch.Tensor, legal: torch.Tensor, edges: torch.Tensor,
                failure_value: float) -> torch.Tensor:
-    """int64 [B, 4] binned_ev class of every move: 0 ILLEGAL, 1 FAILURE, 2 + i BIN_i,
-    2 + bins WINNER (see the module docstring)."""
+    """int64 [B, 4] binned_ev class of every move (engine/conventions.py): EV_ILLEGAL,
+    EV_FAILURE, EV_FIRST_BIN + i for BIN_i, ev_winner(bins) (see the module docstring)."""
     ok, gap = _gaps(branch_evs, legal)
     bins = len(edges) - 1
     edges = edges.to(gap.device, gap.dtype)
-    cls = 2 + (torch.searchsorted(edges, gap.contiguous(), right=True) - 1).clamp(0, bins - 1)
-    cls = torch.where(gap <= 0, 2 + bins, cls)
-    cls = torch.where(branch_evs <= failure_value, 1, cls)
-    return torch.where(ok, cls, 0)
+    cls = EV_FIRST_BIN + (torch.searchsorted(edges, gap.contiguous(), right=True) - 1).clamp(
+        0, bins - 1)
+    cls = torch.where(gap <= 0, ev_winner(bins), cls)
+    cls = torch.where(branch_evs <= failure_value, EV_FAILURE, cls)
+    return torch.where(ok, cls, EV_ILLEGAL)
 
 
 def fit_edges(branch_evs: torch.Tensor, legal: torch.Tensor, bins: int,

@@ -57,7 +57,7 @@ from safetensors.torch import load_file
 
 from lab2048.errors import UserError
 from lab2048.io import atomic_path, progress_bar, publish_dir, temp_dir_beside
-from lab2048.model import EvBins, Model, load_init, save_init
+from lab2048.model import EvBins, Model, load_init, save_init, torch_device
 from lab2048.train.config import TrainConfig, model_config
 from lab2048.train.loader import (
     Batch,
@@ -108,21 +108,19 @@ def lr_factor(step: int, cfg, total: int) -> float:
 
 
 def _distributed(device_cfg: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); joins the process group when started by torchrun."""
+    """(rank, world size, device); joins the process group when started by torchrun (then
+    each process takes the GPU of its LOCAL_RANK)."""
+    device = torch_device(device_cfg)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = device_cfg == "cuda" or (device_cfg == "auto" and torch.cuda.is_available())
-    if cuda and not torch.cuda.is_available():
-        raise UserError("train.device = 'cuda' but no CUDA device is available")
     if world == 1:
-        return 0, 1, torch.device("cuda" if cuda else "cpu")
+        return 0, 1, device
     import torch.distributed as dist
 
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local) if cuda else torch.device("cpu")
-    if cuda:
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), world, device
 
 
