@@ -346,7 +346,6 @@ def test_shipped_configs_parse():
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(sidecar, tmp_path):
-    import os
     import signal
     import subprocess
     import sys
@@ -355,7 +354,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(sidecar, tmp_path):
     toml = tmp_path / "t.toml"
     toml.write_text(f'[data]\nsidecar = "{sidecar}"\nval_rows = 32\n[model]\nhidden = 32\n'
                     'layers = 1\nheads = 2\nkv_heads = 1\nmlp = 64\n[train]\nsteps = 12\n'
-                    'batch_size = 16\neval_every = 6\ncheckpoint_every = 3\nprogress = false\n')
+                    'batch_size = 16\neval_every = 6\ncheckpoint_every = 3\nprogress = false\n'
+                    'threads = 1\n')
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "lab2048", "train", "--config", str(toml),
                              "--set", f"train.out={killed}"], stdout=subprocess.DEVNULL,
