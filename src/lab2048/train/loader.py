@@ -3,7 +3,7 @@ training device, batched there.
 
     source = open_source(cfg.data)                          # runs, split, verified sidecar
     cols = read_columns(source, source.train_rows, spec)    # CPU tensors, 19+ bytes a row
-    batches = Batches(cols, spec, batch_size, seed, device) # placed on the device (or pinned)
+    batches = Batches(cols, batch_size, seed, device)       # placed on the device (or pinned)
     batch = batches.get(step)                               # a pure function of (seed, step)
 
 Choices
