@@ -198,7 +198,7 @@ def _tables() -> dict[str, torch.Tensor]:
     counts = np.arange(1 << 12)
     bits = sum((((counts >> field[m]) & 7) != 0).astype(np.int64) * MOVE_BITS[m] for m in Move)
     base = 17 ** np.arange(3, -1, -1)
-    line_index = np.zeros((16, 8), np.float32)  # tokens @ line_index = base-17 line indices
+    line_index = np.zeros((16, 8), np.float64)  # tokens @ line_index = base-17 line indices
     for r in range(4):
         for j in range(4):
             line_index[4 * r + j, r] = base[j]  # row r, cell j from the left
@@ -242,7 +242,8 @@ def exponent_legal_masks(tokens: torch.Tensor) -> torch.Tensor:
     line of 4 (see the module docstring); the lines' move counts add up, and a move is legal
     where its count is not 0."""
     d = tokens.device
-    lines = (tokens.float() @ _table("line_index", d)).long() + _table("line_offset", d)
+    # float64: exact for these integers, and never TF32 (which would round the indices)
+    lines = (tokens.double() @ _table("line_index", d)).long() + _table("line_offset", d)
     counts = _table("lines", d).index_select(0, lines.view(-1)).view(-1, 8).sum(1)
     return _table("bits", d).index_select(0, counts)
 
