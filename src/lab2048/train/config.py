@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,7 +193,3 @@ def model_config(cfg: TrainConfig, source: str = "config"):
     from lab2048.model.config import ModelConfig
 
     return ModelConfig.from_dict(cfg.model, f"{source} [model]")
-
-
-def config_json(cfg: TrainConfig) -> str:
-    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n"
