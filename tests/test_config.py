@@ -25,7 +25,7 @@ from lab2048.data.config import (
 from lab2048.errors import UserError
 from lab2048.serve.config import ServeConfig
 from lab2048.train.config import TrainConfig, load_train_config
-from lab2048.value_target import DEFAULT_EPSILON, DEFAULT_GAMMA
+from lab2048.value_target import DEFAULT_EPSILON
 
 
 def parse(*argv):
@@ -139,7 +139,7 @@ def test_readme_command_table_parses_as_documented():
         "--epsilon", "0.01", "--workers", "2", "--output", "O"))
     assert cfg == ValueSidecarConfig("D", 0.99, 1.0, 0.01, 2, "O")
     plain = build_config(ValueSidecarConfig, parse("value-sidecar", "--dataset", "D"))
-    assert (plain.gamma, plain.epsilon) == (DEFAULT_GAMMA, DEFAULT_EPSILON)
+    assert (plain.gamma, plain.epsilon) == (0.0, DEFAULT_EPSILON)  # 0: the model's, or default
     args = parse("train", "--config", "c.toml", "--set", "train.steps=5", "--resume")
     assert (str(args.config), args.set, args.resume) == ("c.toml", ["train.steps=5"], True)
     cfg = build_config(ServeConfig, parse("serve", "--init", "I", "--tcp", "0.0.0.0:8000"))

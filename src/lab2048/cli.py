@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from lab2048 import __version__
+from lab2048.annotate.config import AnnotateConfig, ViewConfig
 from lab2048.config import add_config_args, build_config
 from lab2048.data.config import (
     CheckConfig,
@@ -109,13 +110,26 @@ def _pack(args: argparse.Namespace) -> int:
 def _value_sidecar(args: argparse.Namespace) -> int:
     from lab2048.data.dataset import default_dataset
     from lab2048.data.sidecar import SidecarConfig, build_sidecar, format_summary
+    from lab2048.value_target import DEFAULT_GAMMA
 
     cfg = build_config(ValueSidecarConfig, args)
     dataset = Path(cfg.dataset) if cfg.dataset else default_dataset()
     output = Path(cfg.output) if cfg.output else None
-    sidecar = SidecarConfig(gamma=cfg.gamma, reward_scale=cfg.reward_scale, epsilon=cfg.epsilon)
+    kind, gamma = "monte_carlo", cfg.gamma or None
+    if cfg.bootstrap:
+        from lab2048.data.bootstrap import bootstrap_gamma
+
+        kind = "n_step" if cfg.n_step else "lambda"
+        gamma = bootstrap_gamma(Path(cfg.bootstrap), gamma)
+        if gamma is None:
+            print(f"lab2048: note: {cfg.bootstrap} has no value-target.json; using gamma "
+                  f"{DEFAULT_GAMMA}", file=sys.stderr)
+    sidecar = SidecarConfig(gamma=gamma or DEFAULT_GAMMA, reward_scale=cfg.reward_scale,
+                            epsilon=cfg.epsilon, kind=kind, n=cfg.n_step,
+                            lam=max(cfg.lam, 0.0))
     meta = build_sidecar(dataset, sidecar, output=output, workers=cfg.workers,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite,
+                         bootstrap=Path(cfg.bootstrap) if cfg.bootstrap else None)
     print(format_summary(meta, output or dataset))
     return 0
 
@@ -130,15 +144,31 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _annotate(args: argparse.Namespace) -> int:
+    from lab2048.annotate.run import annotate, format_summary
+
+    cfg = build_config(AnnotateConfig, args)
+    manifest = annotate(cfg, resume=args.resume, overwrite=args.overwrite)
+    print(format_summary(manifest, Path(cfg.out or cfg.dataset)))
+    return 0
+
+
+def _view(args: argparse.Namespace) -> int:
+    from lab2048.viewer.app import serve
+
+    return serve(build_config(ViewConfig, args))
+
+
 def _add_value_sidecar_args(p: argparse.ArgumentParser) -> None:
     add_config_args(p, ValueSidecarConfig)
     p.add_argument("--overwrite", action="store_true", help="replace an existing sidecar")
     p.set_defaults(run=_value_sidecar)
 
 
-_VALUE_SIDECAR_HELP = ("Compute per-step rewards and discounted returns (raw, and h-transformed "
-                       "of the scaled rewards) aligned 1:1 with a packed dataset's shards: "
-                       "values-NNNNN.npy and values.json.")
+_VALUE_SIDECAR_HELP = ("Compute per-step rewards and value targets (raw, and h-transformed of "
+                       "the scaled rewards) aligned 1:1 with a packed dataset's shards: "
+                       "values-NNNNN.npy and values.json. Monte Carlo returns, or n-step / "
+                       "TD(lambda) returns bootstrapped on a model's values (--bootstrap).")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,6 +257,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in train.out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")
     p.set_defaults(run=_train)
+
+    p = sub.add_parser("annotate", help="a model's outputs beside every step of a dataset",
+                       description="Run a model over a packed dataset and write, aligned 1:1 "
+                       "with its steps shards, the policy's move probabilities and argmax "
+                       "(annotations-NNNNN.npy), the value and the 1-ply Q of each move "
+                       "(annotations-value-NNNNN.npy), the value atoms of categorical heads "
+                       "(annotations-value-bins-NNNNN.npy) and annotation_manifest.json. "
+                       "Per shard; --resume continues an interrupted run.")
+    add_config_args(p, AnnotateConfig)
+    p.add_argument("--resume", action="store_true",
+                   help="continue annotations with the same settings, skipping finished shards")
+    p.add_argument("--overwrite", action="store_true", help="replace existing annotations")
+    p.set_defaults(run=_annotate)
+
+    p = sub.add_parser("view", help="a web viewer of a dataset, its annotations and values",
+                       description="Serve a web page (http://127.0.0.1:8048 by default) to "
+                       "browse a dataset's runs step by step: the board, the teacher's and the "
+                       "model's moves and values, disagreements, and value rails (predicted "
+                       "value against the realised return). Ctrl-C stops it.")
+    add_config_args(p, ViewConfig)
+    p.set_defaults(run=_view)
     return parser
 
 

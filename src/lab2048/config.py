@@ -9,7 +9,8 @@ dotted in `--set` (`--set teacher.depth=3`). A field typed `dict` is a free tabl
 unknown keys and wrong types are one-line errors naming the file (or `--set`) and key.
 Validation of values lives in each dataclass's `__post_init__` (raise ValueError).
 
-Field metadata besides "help": "metavar", "choices" (also given to argparse), and
+Field metadata besides "help": "metavar", "choices" (also given to argparse), "flag" (the
+flag's name when it is not the field's, e.g. `lam` -> `--lambda`), and
 "positional": True for a positional argument (`list[str]` fields take any number of values;
 the config's own check says how many it needs, so a file can give them too).
 
@@ -91,7 +92,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls, *, sets: bool = True,
             parser.add_argument(dest, nargs="*" if typ is list else "?",
                                 metavar=meta.get("metavar", path[-1].upper()), **kwargs)
             continue
-        flag = "--" + path[-1].replace("_", "-")
+        flag = meta.get("flag", "--" + path[-1].replace("_", "-"))
         assert flag not in seen, f"two options of {cls.__name__} would share {flag}"
         seen.add(flag)
         if _default(f) != "":  # an empty default's meaning is in the help

@@ -64,7 +64,8 @@ class PackConfig:
 class ValueSidecarConfig:
     dataset: str = field(default="", metadata={
         "help": "packed dataset ('': the small one embedded in the package)", "metavar": "DIR"})
-    gamma: float = field(default=DEFAULT_GAMMA, metadata={"help": "discount"})
+    gamma: float = field(default=0.0, metadata={
+        "help": f"discount (0: a bootstrapping model's, else {DEFAULT_GAMMA})"})
     reward_scale: float = field(default=1.0, metadata={
         "help": "reward_scaled = reward x this"})
     epsilon: float = field(default=DEFAULT_EPSILON, metadata={
@@ -72,6 +73,14 @@ class ValueSidecarConfig:
     workers: int = field(default=0, metadata={"help": "threads (0: all cores)"})
     output: str = field(default="", metadata={
         "help": "where values-NNNNN.npy and values.json go ('': the dataset)", "metavar": "DIR"})
+    bootstrap: str = field(default="", metadata={
+        "help": "model init whose value head bootstraps the target (with --n-step or --lambda)",
+        "metavar": "INIT"})
+    n_step: int = field(default=0, metadata={
+        "help": "n-step returns: N rewards, then gamma^N V(board N steps on)", "metavar": "N"})
+    lam: float = field(default=-1.0, metadata={
+        "help": "TD(lambda) returns bootstrapped on the model's values (-1: none)",
+        "flag": "--lambda", "metavar": "L"})
 
     def __post_init__(self) -> None:
         if self.workers < 0:
@@ -79,6 +88,16 @@ class ValueSidecarConfig:
         if not (self.dataset or self.output):
             raise ValueError("the embedded dataset is read-only: pass --output DIR for its "
                              "sidecar")
+        if not 0 <= self.gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if self.n_step < 0:
+            raise ValueError(f"--n-step must be at least 1, got {self.n_step}")
+        if not (self.lam == -1 or 0 <= self.lam <= 1):
+            raise ValueError(f"--lambda must be in [0, 1], got {self.lam}")
+        if (self.bootstrap or self.n_step or self.lam != -1) and (
+                not self.bootstrap or bool(self.n_step) == (self.lam != -1)):
+            raise ValueError("a bootstrapped target needs --bootstrap INIT and one of --n-step N "
+                             "or --lambda L")
 
 
 @dataclass
