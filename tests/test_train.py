@@ -12,6 +12,7 @@ import torch
 
 from lab2048.cli import main
 from lab2048.data.dataset import Dataset, default_dataset
+from lab2048.data.fingerprint import json_sha256
 from lab2048.data.sidecar import SidecarConfig, build_sidecar, open_sidecar
 from lab2048.engine.batch import apply_moves, from_exponents, legal_masks, to_exponents
 from lab2048.errors import UserError
@@ -33,7 +34,7 @@ from lab2048.train.loader import (
     symmetry_per_move,
 )
 from lab2048.train.objectives import value_loss, value_target
-from lab2048.train.trainer import lr_factor, sidecar_fingerprint, train
+from lab2048.train.trainer import lr_factor, train
 from lab2048.value_target import read_value_target
 from lab2048.value_transform import h, two_hot
 
@@ -197,6 +198,10 @@ def test_bad_sidecar_is_refused(sidecar, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "values.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="edited after it was written"):
+        open_source(DataConfig(sidecar=str(bad)))
+    meta.pop("checksum")
+    (bad / "values.json").write_text(json.dumps({**meta, "checksum": json_sha256(meta)}))
     with pytest.raises(UserError, match="stale sidecar"):
         open_source(DataConfig(sidecar=str(bad)))
 
@@ -266,7 +271,8 @@ def test_resume_matches_an_uninterrupted_run(sidecar, tmp_path):
     target = read_value_target(tmp_path / "full" / "init")
     assert (target.gamma, target.reward_scale, target.epsilon) == (
         meta["gamma"], meta["reward_scale"], meta["epsilon"])
-    assert (target.kind, target.state, len(target.sidecar)) == ("monte_carlo", "board", 32)
+    assert (target.kind, target.state, target.sidecar) == ("monte_carlo", "board",
+                                                           meta["checksum"])
     assert (tmp_path / "full" / "curves.png").stat().st_size > 1000
     with pytest.raises(UserError, match="another config"):
         train(_cfg(sidecar, tmp_path / "cut", steps=8), resume=True)
@@ -386,7 +392,8 @@ def test_sidecar_gamma_and_kind_are_checked_and_recorded(sidecar, tmp_path):
         (nstep / f.name).symlink_to(f)
     meta = json.loads((sidecar / "values.json").read_text())
     (nstep / "values.json").unlink()
-    (nstep / "values.json").write_text(json.dumps({**meta, "kind": "n_step", "n": 5}))
+    forged = {k: v for k, v in meta.items() if k != "checksum"} | {"kind": "n_step", "n": 5}
+    (nstep / "values.json").write_text(json.dumps({**forged, "checksum": json_sha256(forged)}))
     cfg = _cfg(nstep, tmp_path / "b", steps=2, eval_every=2, checkpoint_every=2)
     with pytest.raises(UserError, match=r"holds n_step returns, objective\.target_kind "
                                         r"is 'monte_carlo'"):
@@ -396,10 +403,7 @@ def test_sidecar_gamma_and_kind_are_checked_and_recorded(sidecar, tmp_path):
     train(cfg)
     target = read_value_target(tmp_path / "b" / "init")
     assert (target.kind, target.n, target.state) == ("n_step", 5, "afterstate")
-    fingerprint = read_value_target(tmp_path / "b" / "init").sidecar
-    other = json.loads(json.dumps(meta))
-    other["shards"][0]["values_fingerprint"] = "0" * 32
-    assert fingerprint != sidecar_fingerprint(other)
+    assert target.sidecar == json_sha256(forged) != meta["checksum"]
 
 
 def test_compile_applies_in_every_mode(sidecar, tmp_path, monkeypatch):

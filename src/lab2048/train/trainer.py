@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import hashlib
 import io
 import json
 import math
@@ -167,13 +166,6 @@ def _clear_out(out: Path, overwrite: bool) -> None:
         shutil.rmtree(out / INIT, ignore_errors=True)
 
 
-def sidecar_fingerprint(meta: dict) -> str:
-    """The sidecar's fingerprint: a hash of its per-shard fingerprints."""
-    text = json.dumps([[s.get("steps_fingerprint"), s.get("values_fingerprint")]
-                       for s in meta["shards"]])
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
 def value_target_of(cfg: TrainConfig, meta: dict, head, source: str) -> ValueTarget:
     """The head's ValueTarget, after checking the sidecar against the config (one line)."""
     o = cfg.objective
@@ -193,7 +185,8 @@ def value_target_of(cfg: TrainConfig, meta: dict, head, source: str) -> ValueTar
     return ValueTarget(gamma=meta["gamma"], reward_scale=head.reward_scale,
                        epsilon=head.epsilon, kind=kind, state=o.value_state,
                        n=int(meta.get("n", 0)), lam=float(meta.get("lam", 0.0)),
-                       bootstrap=str(meta.get("bootstrap", "")), sidecar=sidecar_fingerprint(meta))
+                       bootstrap=str(meta.get("bootstrap", "")),
+                       sidecar=str(meta.get("checksum", "")))
 
 
 def build_model(cfg: TrainConfig, train_cols: dict[str, torch.Tensor]) -> Model:
