@@ -460,7 +460,14 @@ def _summary(ds: Dataset, cfg: SidecarConfig, parts: list[_Part], table: dict,
         "truncated_runs": sorted(cat["ids"][~cat["ended"].astype(bool)].tolist()),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    return {**meta, "checksum": json_sha256(meta)}
+    return seal(meta)
+
+
+def seal(meta: dict) -> dict:
+    """values.json's fields with their checksum (SHA-256 of the other fields), which
+    `read_meta` verifies."""
+    fields = {k: v for k, v in meta.items() if k != "checksum"}
+    return {**fields, "checksum": json_sha256(fields)}
 
 
 def _publish(tmp: Path, output: Path, meta: dict) -> None:
@@ -492,8 +499,7 @@ def read_meta(path: Path) -> dict:
         raise UserError(f"{path}: format version {meta['format_version']!r}, this lab2048 "
                         f"reads {FORMAT_VERSION} (rebuild it with `lab2048 value-sidecar "
                         "--overwrite`)")
-    fields = {k: v for k, v in meta.items() if k != "checksum"}
-    if meta.get("checksum") != json_sha256(fields):
+    if meta.get("checksum") != seal(meta)["checksum"]:
         raise UserError(f"{path}: edited after it was written (its checksum differs); rebuild "
                         "it with `lab2048 value-sidecar --overwrite`")
     meta.setdefault("kind", "monte_carlo")
