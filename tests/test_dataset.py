@@ -263,3 +263,16 @@ def test_published_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert remove_stale_temps(tmp_path / "out") == []
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_writer(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".ds.{dead}-abc.tmp"
+    stale.mkdir()
+    (stale / "steps-00000.npy").write_bytes(b"x" * 100)
+    write_engine_dataset(tmp_path / "ds", seeds=(2,))
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]

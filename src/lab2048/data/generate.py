@@ -179,6 +179,9 @@ def _assemble(cfg: GenerateConfig, out: Path, staging: Path, overwrite: bool, pl
                       file=sys.stderr)
                 play_one(index, cfg.seed + index, cfg.teacher, cfg.max_moves, staging)
                 game = _load_game(staging, index)
+                if game is None:
+                    raise UserError(f"{_game_path(staging, index)}: cannot be read back after "
+                                    "it was written")
             rows, meta, seconds_, nodes_ = game
             search_seconds += seconds_
             nodes += nodes_

@@ -369,12 +369,12 @@ def _compute(ds: Dataset, cfg: SidecarConfig, tmp: Path, workers: int, chunk_row
         if stop.is_set():  # another chunk failed: its error is the one reported
             raise _Stopped
         try:
-            return _chunk(cell)
+            return one_chunk(cell)
         except BaseException:
             stop.set()
             raise
 
-    def _chunk(cell: int) -> _Part:
+    def one_chunk(cell: int) -> _Part:
         a = _first_run_start(steps, cell, total)
         b = _first_run_start(steps, cell + chunk_rows, total) if a < cell + chunk_rows else a
         if a == b:  # a run that started in an earlier cell fills this one
