@@ -102,3 +102,19 @@ def test_play_out_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"games\.csv: cannot write \(No space left on device\)"):
         run(PlayConfig(agent="random", games=2, max_moves=20, out=str(tmp_path / "out")))
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_atomic_files_publish_all_or_none(tmp_path):
+    from lab2048.io import atomic_files
+
+    names = [tmp_path / "games.csv", tmp_path / "summary.json", tmp_path / "scores.png"]
+    with atomic_files(names) as temps:
+        for tmp in temps:
+            tmp.write_text("old")
+    with pytest.raises(UserError, match=r"cannot write \(No space left on device\)"), \
+            atomic_files(names) as temps:
+        temps[0].write_text("new")
+        temps[1].write_text("new")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # writing the picture
+    assert [p.read_text() for p in names] == ["old"] * 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in names)
