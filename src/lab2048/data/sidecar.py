@@ -151,13 +151,13 @@ def _targets(rewards, starts, values, kind, gamma, n, lam, scale, eps, return_ra
     bad = 0
     for s in range(len(starts) - 1):
         a, b = starts[s], starts[s + 1]
-        r = rewards[a:b].astype(np.float64)
+        r = rewards[a:b]  # float32 in, float64 arithmetic
         if kind == 0:
             g = discounted_returns(r, gamma, 0.0)
         elif kind == 1:
-            g = n_step_returns(r, values[a:b].astype(np.float64), gamma, n, 0.0)
+            g = n_step_returns(r, values[a:b], gamma, n, 0.0)
         else:
-            g = lambda_returns(r, values[a:b].astype(np.float64), gamma, lam, 0.0)
+            g = lambda_returns(r, values[a:b], gamma, lam, 0.0)
         for t in range(b - a):
             raw = np.float32(g[t])
             scaled = np.float32(h_scalar(g[t] * scale, eps))
