@@ -250,19 +250,18 @@ def _where(ds: Dataset, row: int) -> str:
     return f"{ds.shard_paths[s]}: row {row - (int(bounds[s - 1]) if s else 0)}"
 
 
-def _first_run_start(steps: _Shards, row: int, total: int, block: int = 4096) -> int:
+def _first_run_start(steps: _Shards, row: int, total: int) -> int:
     """The first global row >= `row` where a run starts (its run_id differs from the row
-    before), or `total`."""
+    before), or `total`. Reads a few hundred rows, more only while a long run goes on."""
     if row <= 0 or row >= total:
         return min(max(row, 0), total)
-    buf = np.empty(block + 1, STEP_DTYPE)
-    at = row - 1
+    at, block = row - 1, 256
     while at + 1 < total:
-        ids = steps.read(at, min(at + block + 1, total), buf)["run_id"]
-        new = np.flatnonzero(ids[1:] != ids[:-1])
+        ids = steps.read(at, min(at + block + 1, total), np.empty(block + 1, STEP_DTYPE))
+        new = np.flatnonzero(ids["run_id"][1:] != ids["run_id"][:-1])
         if len(new):
             return at + 1 + int(new[0])
-        at += block
+        at, block = at + block, min(2 * block, 1 << 16)
     return total
 
 
@@ -298,11 +297,11 @@ class _Buffers(threading.local):
     page-fault on every chunk, and page faults of one process serialise its threads."""
 
     def get(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if getattr(self, "size", 0) < rows:
-            self.size = rows
-            self.rows = np.empty(rows, STEP_DTYPE)
-            self.values = np.empty(rows, VALUES_DTYPE)
-            self.flags = np.empty(rows, np.int64)
+        if getattr(self, "size", 0) < rows:  # with room for the next chunk's longer last run
+            self.size = rows + rows // 4
+            self.rows = np.empty(self.size, STEP_DTYPE)
+            self.values = np.empty(self.size, VALUES_DTYPE)
+            self.flags = np.empty(self.size, np.int64)
         return self.rows[:rows], self.values[:rows], self.flags[:rows]
 
 
