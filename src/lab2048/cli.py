@@ -138,14 +138,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _add_value_sidecar_args(p: argparse.ArgumentParser) -> None:
+    from lab2048.value_target import DEFAULT_EPSILON, DEFAULT_GAMMA
+
     p.add_argument("--dataset", type=Path, metavar="DIR",
                    help="packed dataset (default: the small one embedded in the package)")
     p.add_argument("--gamma", type=float, default=None,
-                   help="discount (default: the bootstrapping model's, else 0.997)")
+                   help=f"discount (default: the bootstrapping model's, else {DEFAULT_GAMMA})")
     p.add_argument("--reward-scale", type=float, default=1.0,
                    help="reward_scaled = reward x this (default: 1.0)")
-    p.add_argument("--epsilon", type=float, default=0.001,
-                   help="eps of the h transform of return_scaled (default: 0.001)")
+    p.add_argument("--epsilon", type=float, default=DEFAULT_EPSILON,
+                   help=f"eps of the h transform of return_scaled (default: {DEFAULT_EPSILON})")
     p.add_argument("--bootstrap", type=Path, metavar="INIT",
                    help="model init whose value head bootstraps the target (with --n-step or "
                    "--lambda)")
