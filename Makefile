@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean default-dataset
+.PHONY: demo test bench clean default-dataset default-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,18 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
-# the main job on the embedded teacher dataset: check it, build its value sidecar, train a
-# small policy + value model, play games with it and compare its values with the returns;
-# then a short teacher run and the baseline agents' games
+# the demo seeds: the games `make demo` plays and the README's figures were measured on
+DEMO_GAMES := 64
+DEMO_SEED := 0
+
+# the shipped model (src/lab2048/model/default) plays the demo seeds, its values are compared
+# with the returns they realise, and it is evaluated against the greedy baseline on the same
+# seeds; then the main job on the embedded teacher dataset shows training works (check it,
+# build its value sidecar, train a tiny policy + value model, play it); a short teacher run
 demo: $(VENV)/.installed
+	$(BIN)/lab2048 play --init default --games 16 --seed $(DEMO_SEED) --out runs/demo/default-play --overwrite
+	$(BIN)/lab2048 value-smoke --init default --games 8 --out runs/demo/default-value-smoke --overwrite
+	$(BIN)/lab2048 evaluate --agents policy,greedy --init default --games $(DEMO_GAMES) --seed $(DEMO_SEED) --out runs/demo/evaluate --overwrite
 	$(BIN)/lab2048 check
 	$(BIN)/lab2048 value-sidecar --output runs/demo/default-values --overwrite
 	$(BIN)/lab2048 train --config configs/train/demo.toml --overwrite
@@ -27,7 +35,21 @@ demo: $(VENV)/.installed
 	$(BIN)/lab2048 value-smoke --init runs/demo/train/init --games 8 --out runs/demo/value-smoke --overwrite
 	$(BIN)/lab2048 generate --config configs/demo-generate.toml --overwrite
 	$(BIN)/lab2048 check runs/demo/teacher
-	$(BIN)/lab2048 play --config configs/demo.toml --out runs/demo/play --overwrite
+
+# rebuilds the model shipped in the package from macroxue/2048-ai `-v` logs (README, "The
+# shipped model"): pack them, build their value sidecar, train with
+# configs/train/default-model.toml, evaluate on the demo seeds, publish into
+# src/lab2048/model/default. Publishing refuses to replace the shipped model unless
+# OVERWRITE=1; the intermediate outputs under runs/default-model are replaced.
+#   make default-model LOGS=DIR [OVERWRITE=1]
+DEFAULT_MODEL := runs/default-model
+default-model: $(VENV)/.installed
+	@test -n "$(LOGS)" || { echo "usage: make default-model LOGS=DIR (macroxue/2048-ai -v logs)"; exit 2; }
+	$(BIN)/lab2048 pack --format macroxue-text --input $(LOGS) --out $(DEFAULT_MODEL)/dataset --overwrite
+	$(BIN)/lab2048 value-sidecar --dataset $(DEFAULT_MODEL)/dataset --overwrite
+	$(BIN)/lab2048 train --config configs/train/default-model.toml --set data.dataset=$(DEFAULT_MODEL)/dataset --overwrite
+	$(BIN)/lab2048 evaluate --agents policy,greedy --init $(DEFAULT_MODEL)/train/init --games $(DEMO_GAMES) --seed $(DEMO_SEED) --out $(DEFAULT_MODEL)/evaluate --overwrite
+	$(BIN)/lab2048 publish $(DEFAULT_MODEL)/train --evaluation $(DEFAULT_MODEL)/evaluate $(if $(OVERWRITE),--overwrite)
 
 # rebuilds the small dataset shipped in the package (src/lab2048/data/default)
 default-dataset: $(VENV)/.installed

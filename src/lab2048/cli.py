@@ -26,6 +26,7 @@ from lab2048.data.config import (
 )
 from lab2048.errors import UserError
 from lab2048.play.config import PlayConfig, ValueSmokeConfig
+from lab2048.publish import PublishConfig
 from lab2048.serve.config import ServeConfig
 from lab2048.train.config import TrainConfig, load_train_config
 
@@ -144,6 +145,13 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from lab2048.publish import publish
+
+    print(f"published {publish(build_config(PublishConfig, args), overwrite=args.overwrite)}")
+    return 0
+
+
 def _annotate(args: argparse.Namespace) -> int:
     from lab2048.annotate.run import annotate, format_summary
 
@@ -236,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                 overwrite="replace an existing run")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in train.out from its last checkpoint")
+    command(sub, "publish", PublishConfig, _publish,
+            help="copy a training run's init into the package's model (--init default)",
+            overwrite="replace a published model")
     p = command(sub, "annotate", AnnotateConfig, _annotate,
                 help="a model's outputs beside every step of a dataset",
                 overwrite="replace existing annotations")

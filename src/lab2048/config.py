@@ -24,6 +24,9 @@ Choices
   key; values are validated in each dataclass's `__post_init__` (raise ValueError), which
   `build_config` turns into a one-line UserError.
 - One device rule (`check_device`: auto, cpu, cuda or cuda:N) for every command.
+- One name for the model shipped in the package: an option naming a model init directory
+  (a field called `init` or `bootstrap`, in any section) given as `default` means
+  `default_init()`, the directory src/lab2048/model/default; `./default` names a local one.
 - Standard library only: the command line builds its parsers before importing numpy.
 """
 
@@ -49,6 +52,15 @@ def check_device(device: str) -> None:
     kind, sep, index = device.partition(":")
     if kind not in DEVICES or (sep and not (kind == "cuda" and index.isdigit())):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+DEFAULT_INIT = "default"  # the value of an init option that names the shipped model
+INIT_FIELDS = ("init", "bootstrap")  # the options that name a model init directory
+
+
+def default_init() -> Path:
+    """The model init shipped in the package (`make default-model` rebuilds it)."""
+    return Path(__file__).resolve().parent / "model" / DEFAULT_INIT
 
 
 def _leaf_type(typ) -> type:
@@ -187,7 +199,8 @@ def _put(values: dict, path: list[str] | tuple[str, ...], value, source: str) ->
 def construct(cls, values: dict[str, Any]):
     """`cls` built from checked values (nested tables build their sections)."""
     hints = typing.get_type_hints(cls)
-    kwargs = {k: construct(hints[k], v) if dataclasses.is_dataclass(hints[k]) else v
+    kwargs = {k: construct(hints[k], v) if dataclasses.is_dataclass(hints[k])
+              else str(default_init()) if k in INIT_FIELDS and v == DEFAULT_INIT else v
               for k, v in values.items()}
     return cls(**kwargs)
 

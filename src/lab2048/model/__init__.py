@@ -5,8 +5,10 @@
     hidden, policy_out, value_out = model(tokens)    # tokens: exponents, int64 [B, 16]
     pred = model.predict(tokens, legal_bits)         # masked move probs, value in points
     save_init(model, "runs/init"); model = load_init("runs/init")
+    model = load_init(default_init())                # the model shipped in the package
 """
 
+from lab2048.config import default_init
 from lab2048.model.config import ModelConfig, ValueHeadConfig
 from lab2048.model.heads import ILLEGAL_LOGIT, legal_moves, mask_illegal, move_logits, move_probs
 from lab2048.model.init_dir import load_init, save_init, torch_device
@@ -14,5 +16,5 @@ from lab2048.model.model import Model, Prediction
 from lab2048.model.tokenizer import EvBins
 
 __all__ = ["ILLEGAL_LOGIT", "EvBins", "Model", "ModelConfig", "Prediction", "ValueHeadConfig",
-           "legal_moves", "load_init", "mask_illegal", "move_logits", "move_probs", "save_init",
-           "torch_device"]
+           "default_init", "legal_moves", "load_init", "mask_illegal", "move_logits", "move_probs",
+           "save_init", "torch_device"]

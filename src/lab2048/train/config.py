@@ -44,6 +44,7 @@ class DataConfig:
     val_fraction: float = 0.1  # of the selected runs, held out (at least one run)
     split_seed: int = 0  # seeds the choice of validation runs
     val_rows: int = 16384  # validation steps evaluated (evenly spaced over the held-out runs)
+    max_tile: int = 0  # only steps whose largest tile is at most this (both sides); 0 = all
     augment: bool = True  # a random one of the 8 board symmetries per training sample
     placement: str = "auto"  # training columns in device memory, or pinned host memory with
     # the next batch copied while a step trains; auto: the device when they fit in half of it
@@ -56,6 +57,9 @@ class DataConfig:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.val_rows < 1:
             raise ValueError(f"data.val_rows must be at least 1, got {self.val_rows}")
+        if self.max_tile < 0 or self.max_tile & (self.max_tile - 1) or self.max_tile == 1:
+            raise ValueError(f"data.max_tile must be 0 (all steps) or a tile (a power of two "
+                             f"from 2), got {self.max_tile}")
 
 
 @dataclass

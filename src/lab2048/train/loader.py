@@ -13,6 +13,9 @@ Choices
 - The sidecar is opened with `open_sidecar` (values.json against the dataset: shard names, row
   counts, fingerprints, and (run_id, step_index) row by row); the columns are read once, in
   chunks, checking the join again.
+- `data.max_tile` keeps only the steps whose largest tile is at most that (training and
+  validation alike): a model meant for the opening and middle game spends its samples there
+  instead of on the long endgames of an expert's games.
 - Device-resident: what a step needs is read once into tensors: board (int64, the u64's
   bits), the 65536 mask (int16), move (uint8), the value head's h-space target and the return
   in points (float32): 19 bytes a row, + 16 for binned_ev's branch_evs, + 10 for afterstate
@@ -110,11 +113,32 @@ def open_source(cfg: DataConfig) -> Source:
         raise UserError(f"{root}: no training runs (data.where = {cfg.where!r}, "
                         f"data.val_where = {cfg.val_where!r})")
     run_ids = np.concatenate([np.asarray(s["run_id"]) for s in ds.shards])
-    val_rows = np.flatnonzero(np.isin(run_ids, val))
+    kept = _within_max_tile(ds, cfg.max_tile)
+    val_rows = np.flatnonzero(np.isin(run_ids, val) & kept)
     if len(val_rows) > cfg.val_rows:
         val_rows = val_rows[np.linspace(0, len(val_rows) - 1, cfg.val_rows).astype(np.int64)]
+    train_rows = np.flatnonzero(np.isin(run_ids, train) & kept)
+    if len(train_rows) == 0:
+        raise UserError(f"{root}: no training steps with data.max_tile = {cfg.max_tile}")
     return Source(ds, meta, values, np.cumsum([0] + [len(s) for s in ds.shards]), train, val,
-                  np.flatnonzero(np.isin(run_ids, train)), val_rows)
+                  train_rows, val_rows)
+
+
+def _within_max_tile(ds: Dataset, max_tile: int) -> np.ndarray:
+    """bool [rows]: the step's largest tile is at most max_tile (all True for 0)."""
+    if max_tile == 0:
+        return np.ones(sum(len(s) for s in ds.shards), bool)
+    limit = max_tile.bit_length() - 1  # the exponent of max_tile
+    kept = []
+    for s in ds.shards:
+        board = np.asarray(s["board"]).astype(np.uint64)
+        top = np.zeros(len(board), np.uint64)
+        for shift in range(0, 64, 4):
+            np.maximum(top, (board >> np.uint64(shift)) & np.uint64(15), out=top)
+        # a 2^16 tile keeps nibble 15 and sets its mask bit: exponent 16
+        top[np.asarray(s["tile_65536_mask"]) != 0] = 16
+        kept.append(top <= limit)
+    return np.concatenate(kept)
 
 
 # -- columns ------------------------------------------------------------------------------------
