@@ -40,14 +40,16 @@ demo: $(VENV)/.installed
 # shipped model"): pack them, build their value sidecar, train with
 # configs/train/default-model.toml, evaluate on the demo seeds, publish into
 # src/lab2048/model/default. Publishing refuses to replace the shipped model unless
-# OVERWRITE=1; the intermediate outputs under runs/default-model are replaced.
-#   make default-model LOGS=DIR [OVERWRITE=1]
+# OVERWRITE=1; the intermediate outputs under runs/default-model are replaced. TRAIN_ARGS adds
+# `--set` items to the training (a longer run where there is time: the shipped init records
+# the settings it was trained with in training-config.json).
+#   make default-model LOGS=DIR [OVERWRITE=1] [TRAIN_ARGS="--set train.steps=20000 ..."]
 DEFAULT_MODEL := runs/default-model
 default-model: $(VENV)/.installed
 	@test -n "$(LOGS)" || { echo "usage: make default-model LOGS=DIR (macroxue/2048-ai -v logs)"; exit 2; }
 	$(BIN)/lab2048 pack --format macroxue-text --input $(LOGS) --out $(DEFAULT_MODEL)/dataset --overwrite
 	$(BIN)/lab2048 value-sidecar --dataset $(DEFAULT_MODEL)/dataset --overwrite
-	$(BIN)/lab2048 train --config configs/train/default-model.toml --set data.dataset=$(DEFAULT_MODEL)/dataset --overwrite
+	$(BIN)/lab2048 train --config configs/train/default-model.toml --set data.dataset=$(DEFAULT_MODEL)/dataset $(TRAIN_ARGS) --overwrite
 	$(BIN)/lab2048 evaluate --agents policy,greedy --init $(DEFAULT_MODEL)/train/init --games $(DEMO_GAMES) --seed $(DEMO_SEED) --out $(DEFAULT_MODEL)/evaluate --overwrite
 	$(BIN)/lab2048 publish $(DEFAULT_MODEL)/train --evaluation $(DEFAULT_MODEL)/evaluate $(if $(OVERWRITE),--overwrite)
 
