@@ -15,15 +15,22 @@ from lab2048 import __version__
 from lab2048.config import add_config_args, build_config
 from lab2048.data.config import GenerateConfig
 from lab2048.errors import UserError
-from lab2048.play.config import PlayConfig, ValueSmokeConfig
+from lab2048.play.config import EvaluateConfig, PlayConfig, ValueSmokeConfig
 
 PACK_FORMATS = ("macroxue-jsonl", "macroxue-text")
 
 
 def _play(args: argparse.Namespace) -> int:
-    from lab2048.play.evaluate import run
+    from lab2048.play.arena import run_play
 
-    run(build_config(PlayConfig, args), overwrite=args.overwrite)
+    run_play(build_config(PlayConfig, args), overwrite=args.overwrite)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from lab2048.play.arena import run_evaluate
+
+    run_evaluate(build_config(EvaluateConfig, args), overwrite=args.overwrite)
     return 0
 
 
@@ -155,6 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, PlayConfig)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(run=_play)
+
+    p = sub.add_parser("evaluate", help="compare agents on the same seeded games (or offline)",
+                       description="Play the same seeded games (identical spawns) with several "
+                       "agents: policy, value:depth=D, hybrid:top=K or hybrid:p=X, teacher, "
+                       "random, greedy, corner; report means with 95%% intervals, reach rates, "
+                       "speed and paired differences; write games.csv, summary.json and "
+                       "agents.png to --out. With --dataset, score the agents' moves on recorded "
+                       "positions instead (agreement, regret, value R² and MAE).")
+    add_config_args(p, EvaluateConfig)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier evaluation's output (and discard a staged one)")
+    p.set_defaults(run=_evaluate)
 
     p = sub.add_parser("serve", help="serve a model over gRPC (micro-batched)",
                        description="Serve a model init directory with the gRPC Inference "
