@@ -36,6 +36,7 @@ from lab2048.io import progress_bar
 from lab2048.play.config import BASELINES, AgentSpec
 from lab2048.play.games import GameResults, advance
 from lab2048.play.search import best_moves, q_values
+from lab2048.teacher.search import search_boards
 
 AGENT_SALT = np.uint64(0xA6E17A6E17A6E17)
 PREFERENCE = (2, 0, 3, 1)  # Left, Up, Right, Down
@@ -184,8 +185,6 @@ class TeacherAgent:
         self.name, self.cfg, self.boards_evaluated = spec.name, spec.teacher_config(), 0
 
     def choose(self, boards, masks, legal, seeds, move_numbers):
-        from lab2048.teacher import search_boards
-
         return search_boards(boards, masks, self.cfg)["move_dir"].astype(np.int64)
 
 

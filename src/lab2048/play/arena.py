@@ -226,7 +226,7 @@ def plot_scores(res: GameResults, path: Path) -> None:
 # lab2048 play
 
 
-def _open_model(cfg, needed: bool):
+def open_model(cfg, needed: bool):
     if not needed:
         return contextlib.nullcontext(None)
     from lab2048.play.predictor import open_predictor
@@ -239,7 +239,7 @@ def run_play(cfg: PlayConfig, overwrite: bool = False) -> dict:
     if out is not None:
         claim_outputs([out / name for name in PLAY_FILES], overwrite)
     seeds = np.arange(cfg.games, dtype=np.uint64) + np.uint64(cfg.seed)
-    with _open_model(cfg, cfg.agent == MODEL_AGENT) as predictor:
+    with open_model(cfg, cfg.agent == MODEL_AGENT) as predictor:
         agent = make_agent(cfg.spec, predictor)
         with progress_bar(total=cfg.games, unit="game", desc=cfg.agent) as bar:
             res = play_lockstep(agent, seeds, cfg.max_moves, on_end=lambda i, r: bar.update())
@@ -258,7 +258,7 @@ def run_play(cfg: PlayConfig, overwrite: bool = False) -> dict:
 # lab2048 evaluate
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def check_out(out: Path, overwrite: bool) -> None:
     """An --out that exists is replaced only with --overwrite, and only if it is an earlier
     evaluation's output (or empty)."""
     if not out.exists():
@@ -376,10 +376,10 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
 
         return run_ranking(cfg, overwrite)
     out = Path(cfg.out)
-    _check_out(out, overwrite)
+    check_out(out, overwrite)
     seeds = np.arange(cfg.games, dtype=np.uint64) + np.uint64(cfg.seed)
     specs: list[AgentSpec] = cfg.specs
-    with _open_model(cfg, any(s.uses_model for s in specs)) as predictor:
+    with open_model(cfg, any(s.uses_model for s in specs)) as predictor:
         identity = {"seed": cfg.seed, "games": cfg.games, "max_moves": cfg.max_moves,
                     "model": "", "gamma": None, "afterstate": None}
         gamma, afterstate = 0.0, False
@@ -412,7 +412,7 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
         write_text(tmp / "games.csv", games_csv(results, with_agent=True))
         write_json(tmp / "summary.json", summary)
         plot_agents(results, summaries, tmp / "agents.png")
-        _check_out(out, overwrite)
+        check_out(out, overwrite)
         publish_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -441,4 +441,6 @@ def _play_all(specs, seeds, max_moves, staging: Staging, predictor, gamma, after
                                      "boards": int(res.boards_evaluated)}})
                 bar.update()
 
-            play_lockstep(agent, todo, max_moves, on_end=on_end)
+            res = play_lockstep(agent, todo, max_moves, on_end=on_end)
+            bar.write(f"{spec.name}: {len(todo)} games, mean score {res.scores.mean():,.0f}, "
+                      f"{res.moves.sum() / max(res.seconds, 1e-9):,.0f} moves/s")

@@ -25,8 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lab2048.data.dataset import Dataset, select_runs
+from lab2048.data.sidecar import open_sidecar
+from lab2048.engine.batch import apply_moves, legal_masks, to_exponents
 from lab2048.errors import UserError
 from lab2048.io import progress_bar, publish_dir, temp_dir_beside, write_json
+from lab2048.play.agents import make_agent
+from lab2048.play.arena import KIND, check_out, open_model
+from lab2048.play.predictor import value_definition
 from lab2048.play.stats import wilson_interval
 
 CHUNK = 64
@@ -68,14 +74,8 @@ def value_fit(pred: np.ndarray, target: np.ndarray) -> dict:
 
 
 def run_ranking(cfg, overwrite: bool = False) -> dict:
-    from lab2048.data.dataset import Dataset, select_runs
-    from lab2048.engine.batch import apply_moves, legal_masks, to_exponents
-    from lab2048.play.agents import make_agent
-    from lab2048.play.arena import KIND, _check_out, _open_model
-    from lab2048.play.predictor import value_definition
-
     out = Path(cfg.out)
-    _check_out(out, overwrite)
+    check_out(out, overwrite)
     ds = Dataset(Path(cfg.dataset))
     run_ids = select_runs(ds.root, cfg.where) if cfg.where else None
     if run_ids is not None and not len(run_ids):
@@ -87,8 +87,6 @@ def run_ranking(cfg, overwrite: bool = False) -> dict:
     sidecar_dir = Path(cfg.sidecar) if cfg.sidecar else ds.root
     returns = None
     if (sidecar_dir / "values.json").exists():
-        from lab2048.data.sidecar import open_sidecar
-
         meta, values = open_sidecar(ds, sidecar_dir)
         returns = np.concatenate([values[k][row_of[shard_of == k]]
                                   for k in range(len(ds.shards))])
@@ -101,7 +99,7 @@ def run_ranking(cfg, overwrite: bool = False) -> dict:
     searched = steps["valuation_type"] == search_type if search_type is not None else \
         np.zeros(len(steps), bool)
     n = len(steps)
-    with _open_model(cfg, True) as predictor:
+    with open_model(cfg, True) as predictor:
         uses_value = any(s.uses_value for s in cfg.specs) or returns is not None
         gamma, afterstate = 0.0, False
         if uses_value and predictor.has_value:
