@@ -138,14 +138,15 @@ def test_search_on_the_exact_value_finds_the_best_move():
 
 
 def test_a_hand_built_position_whose_best_move_is_known():
-    """Over the next two moves (γ = 1) Right is worth 56.8 points on average and Left, which
-    merges the most now (20), only 22.67: the leaves hold the exact one-move optimum."""
+    """Over the next two moves (γ = 1) Right is worth 56.8 points on average and Left only
+    22.67, though both merge 20 now (greedy plays Left): the leaves hold the exact one-move
+    optimum."""
     board = Board.from_tiles([[2, 2, 16, 4], [8, 8, 8, 2], [4, 2, 4, 16], [0, 2, 8, 2]])
     v = lambda e: np.array([optimal(Board.from_exponents(r.tolist()), 1, 1.0)  # noqa: E731
                             for r in e])
     q = q_values(*as_arrays([board]), v, depth=1, gamma=1.0)
     np.testing.assert_allclose(q[0], [32.0, 32.0, 68 / 3, 56.8])
-    assert best_moves(q)[0] == 3 and board.move(2).reward == 20
+    assert best_moves(q)[0] == 3 and board.move(2).reward == board.move(3).reward == 20
 
 
 def test_identical_children_are_evaluated_once_and_q_is_unchanged():

@@ -7,8 +7,10 @@ Scores the agents' moves on `rows` evenly spaced positions of the dataset (of th
 - agreement: the share of positions where the agent plays the recorded move (with a Wilson
   interval); the policy's argmax agreement is always reported;
 - regret, on the rows valued by search (valuation type "search", whose `branch_evs` are the
-  recording player's values of all four moves): max over legal moves of branch_evs minus the
-  branch_evs of the agent's move, in branch_evs units, and the share of zero-regret choices;
+  recording player's values of all four moves; rows whose branch_evs are all 0, as in
+  imported text logs that carry no per-move values, are left out): max over legal moves of
+  branch_evs minus the branch_evs of the agent's move, in branch_evs units, and the share of
+  zero-regret choices;
 - the value head against the sidecar's returns: R² = 1 - Σ(G - V)² / Σ(G - Ḡ)² and MAE in
   points, V(s) against G_t (`return_raw`) for a board head, V(afterstate of the recorded move)
   against G_{t+1} = (G_t - r_t)/γ for an afterstate head. The sidecar must have the head's γ.
@@ -96,8 +98,8 @@ def run_ranking(cfg, overwrite: bool = False) -> dict:
     recorded = steps["move_dir"].astype(np.int64)
     legal = legal_masks(boards, masks)
     search_type = ds.valuation_types.get("search")
-    searched = steps["valuation_type"] == search_type if search_type is not None else \
-        np.zeros(len(steps), bool)
+    searched = (steps["valuation_type"] == search_type if search_type is not None else
+                np.zeros(len(steps), bool)) & (np.abs(steps["branch_evs"]).max(1) > 0)
     n = len(steps)
     with open_model(cfg, True) as predictor:
         uses_value = any(s.uses_value for s in cfg.specs) or returns is not None
@@ -164,8 +166,8 @@ def _agreement(moves: np.ndarray, recorded: np.ndarray) -> dict:
 
 def format_ranking(s: dict) -> str:
     pa = s["policy_agreement"]
-    lines = [f"{s['rows']:,} positions ({s['search_rows']:,} valued by search); policy "
-             f"agreement {pa['rate']:.3f} ({pa['ci95'][0]:.3f} to {pa['ci95'][1]:.3f})"]
+    lines = [f"{s['rows']:,} positions ({s['search_rows']:,} with searched per-move values); "
+             f"policy agreement {pa['rate']:.3f} ({pa['ci95'][0]:.3f} to {pa['ci95'][1]:.3f})"]
     width = max(8, *(len(a) for a in s["agents"]))
     lines.append(f"{'agent':{width}}  agreement (95% CI)      regret  zero-regret  boards/pos")
     for name, e in s["agents"].items():
