@@ -383,16 +383,18 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
         identity = {"seed": cfg.seed, "games": cfg.games, "max_moves": cfg.max_moves,
                     "model": "", "gamma": None, "afterstate": None}
         gamma, afterstate = 0.0, False
+        uses_value = any(s.uses_value for s in specs)
+        if uses_value:
+            predictor.require_value()
         if predictor is not None:
             identity["model"] = (cfg.server + " " if cfg.server else "") + (
                 _weights_fingerprint(cfg.init) if cfg.init else
                 hashlib.sha256(predictor.description.config_json.encode()).hexdigest()[:16])
-        if any(s.uses_value for s in specs):
-            from lab2048.play.predictor import value_definition
+            if predictor.has_value:  # recorded whatever the agents, so a resume may add some
+                from lab2048.play.predictor import value_definition
 
-            predictor.require_value()
-            gamma, afterstate = value_definition(predictor, cfg.gamma or None)
-            identity["gamma"], identity["afterstate"] = gamma, afterstate
+                gamma, afterstate = value_definition(predictor, cfg.gamma or None, uses_value)
+                identity["gamma"], identity["afterstate"] = gamma, afterstate
         staging = Staging(staging_path(out), identity, cfg.resume, overwrite)
         try:
             _play_all(specs, seeds, cfg.max_moves, staging, predictor, gamma, afterstate)
@@ -404,7 +406,7 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
         results.append(res)
         summaries[spec.name] = summarize(res, timing)
     summary = {"kind": KIND, "config": cfg.settings(), "games": cfg.games, "seed": cfg.seed,
-               "gamma": gamma if any(s.uses_value for s in specs) else None,
+               "gamma": gamma if uses_value else None,
                "afterstate": afterstate, "agents": summaries, "paired": paired(results)}
     print(format_evaluation(summary))
     tmp = temp_dir_beside(out)

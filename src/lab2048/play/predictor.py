@@ -144,12 +144,16 @@ def open_predictor(init: str = "", server: str = "", device: str = "cpu",
         pred.close()
 
 
-def value_definition(pred: LocalPredictor, gamma: float | None) -> tuple[float, bool]:
+def value_definition(pred: LocalPredictor, gamma: float | None,
+                     note: bool = True) -> tuple[float, bool]:
     """(γ, afterstate) of the predictor's value head: its recorded target's, a --gamma that
-    differs being a one-line UserError; without a record, the flag or DEFAULT_GAMMA (noted)."""
+    differs being a one-line UserError; without a record, the flag or DEFAULT_GAMMA (noted on
+    stderr when `note`)."""
     if pred.target is not None:
         return pred.target.check_gamma(gamma, pred.source), pred.target.afterstate
     if gamma is None:
+        if not note:
+            return DEFAULT_GAMMA, False
         print(f"lab2048: note: {pred.source} records no value target; using gamma "
               f"{DEFAULT_GAMMA} (pass --gamma to choose)", file=sys.stderr)
         return DEFAULT_GAMMA, False
