@@ -174,6 +174,22 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(init, tmp_p
     assert not staged.exists()
 
 
+def test_a_resume_may_add_agents(init, tmp_path, monkeypatch):
+    args = ["--init", init, "--games", "3", "--max-moves", "20", "--out", tmp_path / "ev"]
+    add = arena.Staging.add
+
+    def interrupted(self, record):
+        add(self, record)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(arena.Staging, "add", interrupted)
+    assert evaluate([*args, "--agents", "greedy"])[0] == 130
+    monkeypatch.setattr(arena.Staging, "add", add)
+    assert evaluate([*args, "--agents", "greedy,value:depth=1", "--resume"])[0] == 0
+    rows = list(csv.DictReader((tmp_path / "ev" / "games.csv").open()))
+    assert [r["agent"] for r in rows] == ["greedy"] * 3 + ["value:depth=1"] * 3
+
+
 def test_overwrite_replaces_only_an_evaluation(init, tmp_path, capsys):
     notes = tmp_path / "notes"
     notes.mkdir()

@@ -379,7 +379,7 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     check_out(out, overwrite)
     seeds = np.arange(cfg.games, dtype=np.uint64) + np.uint64(cfg.seed)
     specs: list[AgentSpec] = cfg.specs
-    with open_model(cfg, any(s.uses_model for s in specs)) as predictor:
+    with open_model(cfg, bool(cfg.init or cfg.server)) as predictor:  # recorded, even if unused
         identity = {"seed": cfg.seed, "games": cfg.games, "max_moves": cfg.max_moves,
                     "model": "", "gamma": None, "afterstate": None}
         gamma, afterstate = 0.0, False
