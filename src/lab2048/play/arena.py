@@ -187,15 +187,16 @@ def plot_agents(results: list[GameResults], summaries: dict, path: Path) -> None
                      ms=4, capsize=3)
     ax1.set(ylabel="score", title=f"scores of {len(results[0].scores)} games (mean, 95% CI: ◆)")
     ax1.tick_params(axis="x", labelrotation=20)
-    tiles = [str(t) for t in REACH_TILES[:4]]
+    top = max(11, max(int(r.highest.max()) for r in results))  # the four tiles up to the
+    exps = range(top - 3, top + 1)  # largest reached, 2048 at least
+    tiles = [str(1 << e) for e in exps]
     width = 0.8 / len(results)
     for k, r in enumerate(results):
-        reach = summaries[r.agent]["reach"]
-        rates = np.array([reach[t]["rate"] for t in tiles])
-        lo = np.maximum(0, rates - np.array([reach[t]["ci95"][0] for t in tiles]))
-        hi = np.maximum(0, np.array([reach[t]["ci95"][1] for t in tiles]) - rates)
-        ax2.bar(np.arange(len(tiles)) + k * width, rates, width, yerr=[lo, hi], capsize=2,
-                label=r.agent)
+        ci = np.array([wilson_interval(int(np.sum(r.highest >= e)), len(r.highest))
+                       for e in exps])
+        rates = ci[:, 0]
+        ax2.bar(np.arange(len(tiles)) + k * width, rates, width, capsize=2, label=r.agent,
+                yerr=[np.maximum(0, rates - ci[:, 1]), np.maximum(0, ci[:, 2] - rates)])
     ax2.set_xticks(np.arange(len(tiles)) + 0.4 - width / 2, tiles)
     ax2.set(xlabel="tile reached", ylabel="share of games", ylim=(0, 1),
             title="reach rates (95% Wilson intervals)")
