@@ -9,7 +9,7 @@ Every agent chooses the moves of many games at once (play/games.py plays them in
   pass over every distinct leaf of every game.
 - hybrid: the argmax of Q among the moves the policy proposes (its top-k legal moves, or those
   it gives at least p, its argmax always included): a policy pass, then a value pass over the
-  proposed moves' leaves only.
+  proposed moves' leaves, only on the boards where more than one move is proposed.
 - teacher: the expectimax teacher's move (`lab2048.teacher.search_boards`).
 - random: a uniformly random legal move, drawn from the agent's own stream
   `draw(seed ^ AGENT_SALT, move_number)`, so the spawns stay those of the game's seed.
@@ -224,10 +224,14 @@ class ModelAgent:
                 self.boards_evaluated += self.predictor.boards_evaluated - before
                 return moves
             allowed = proposals(probs, legal, spec.top, spec.p)
-        q = q_values(boards, masks, self.predictor.values, depth=spec.depth, gamma=self.gamma,
-                     afterstate=self.afterstate, allowed=allowed)
+        moves = np.log2(np.maximum(allowed, 1)).astype(np.int64)  # where one move is allowed
+        open_ = (allowed & (allowed - 1)) != 0  # several: the value search decides
+        if open_.any():
+            q = q_values(boards[open_], masks[open_], self.predictor.values, depth=spec.depth,
+                         gamma=self.gamma, afterstate=self.afterstate, allowed=allowed[open_])
+            moves[open_] = best_moves(q)
         self.boards_evaluated += self.predictor.boards_evaluated - before
-        return best_moves(q)
+        return moves
 
 
 def make_agent(spec: AgentSpec, predictor=None, gamma: float = 0.0, afterstate: bool = False):
