@@ -13,7 +13,7 @@ from lab2048.play.agents import make_agent
 from lab2048.play.config import PlayConfig, ValueSmokeConfig, parse_agent
 from lab2048.play.games import play_lockstep
 from lab2048.play.predictor import LocalPredictor, RemotePredictor
-from lab2048.play.value_smoke import discounted_returns, metrics
+from lab2048.play.value_smoke import metrics, rollout_returns
 from lab2048.value_target import ValueTarget
 
 TINY = dict(hidden=32, layers=1, heads=4, kv_heads=2, mlp=64)
@@ -104,7 +104,7 @@ def test_one_line_errors(tmp_path, capsys):
 
 def test_discounted_returns_and_metrics():
     rewards = np.array([[4.0, 0.0, 8.0, 99.0], [2.0, 2.0, 0.0, 0.0]])
-    g = discounted_returns(rewards, np.array([3, 2]), 0.5)
+    g = rollout_returns(rewards, np.array([3, 2]), 0.5)
     np.testing.assert_allclose(g[0, :3], [4 + 0.5 * 0 + 0.25 * 8, 0 + 0.5 * 8, 8])
     np.testing.assert_allclose(g[1, :2], [3, 2])
     assert np.isnan(g[0, 3]) and np.isnan(g[1, 2:]).all()

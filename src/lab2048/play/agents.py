@@ -30,8 +30,9 @@ import numpy as np
 from numba import njit
 
 from lab2048.engine import kernels as K
+from lab2048.engine.arrays import legal_bits, legal_bools
 from lab2048.engine.batch import to_exponents
-from lab2048.engine.conventions import EndReason
+from lab2048.engine.conventions import END_ONGOING, NO_MOVE_LIMIT
 from lab2048.io import progress_bar
 from lab2048.play.config import BASELINES, AgentSpec
 from lab2048.play.games import GameResults, advance
@@ -40,7 +41,6 @@ from lab2048.teacher.search import search_boards
 
 AGENT_SALT = np.uint64(0xA6E17A6E17A6E17)
 PREFERENCE = (2, 0, 3, 1)  # Left, Up, Right, Down
-_ONGOING = int(EndReason.ONGOING)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,9 +108,9 @@ def play_game(agent, seed, max_moves, move_xor, line_reward, record):
     spawns = 2
     score = 0
     n = 0
-    end = _ONGOING
+    end = END_ONGOING
     legal = K.legal_mask(b, m, move_xor, line_reward)  # an opening board always has moves
-    while end == _ONGOING:
+    while end == END_ONGOING:
         d = choose_move(agent, b, m, seed, n, legal, move_xor, line_reward)
         if n < len(record):
             record[n] = d
@@ -141,7 +141,8 @@ def baseline_index(agent: str) -> int:
     return BASELINES.index(agent)
 
 
-def play_games(agent: str, seeds, max_moves: int = 0, progress: bool = True) -> GameResults:
+def play_games(agent: str, seeds, max_moves: int = NO_MOVE_LIMIT,
+               progress: bool = True) -> GameResults:
     """Play one game per seed with a baseline, compiled end to end; a progress bar counts games
     (and moves per second)."""
     index = baseline_index(agent)
@@ -188,21 +189,17 @@ class TeacherAgent:
         return search_boards(boards, masks, self.cfg)["move_dir"].astype(np.int64)
 
 
-def _legal_bools(legal: np.ndarray) -> np.ndarray:
-    return (legal[:, None].astype(np.int64) >> np.arange(4)) & 1 == 1
-
-
 def proposals(probs: np.ndarray, legal: np.ndarray, top: int = 0, p: float = 0.0) -> np.ndarray:
     """The legal-move mask of the moves a policy proposes: its `top` most likely legal moves
     (ties: lowest UDLR index), or those with probability >= p; its argmax always."""
-    legal_bool = _legal_bools(legal)
+    legal_bool = legal_bools(legal)
     filled = np.where(legal_bool, probs, -1.0)
     order = np.argsort(-filled, axis=1, kind="stable")
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(4)[None, :].repeat(len(order), 0), axis=1)
     chosen = (rank < top) if top else (filled >= p) | (rank == 0)
     chosen &= legal_bool
-    return (chosen * (1 << np.arange(4))).sum(1).astype(np.uint8)
+    return legal_bits(chosen)
 
 
 class ModelAgent:
@@ -220,7 +217,7 @@ class ModelAgent:
         if spec.kind in ("policy", "hybrid"):
             probs = self.predictor.policy(to_exponents(boards, masks), legal)
             if spec.kind == "policy":
-                moves = np.argmax(np.where(_legal_bools(legal), probs, -1.0), 1)
+                moves = np.argmax(np.where(legal_bools(legal), probs, -1.0), 1)
                 self.boards_evaluated += self.predictor.boards_evaluated - before
                 return moves
             allowed = proposals(probs, legal, spec.top, spec.p)

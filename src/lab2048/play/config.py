@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from lab2048.engine.conventions import NO_MOVE_LIMIT
 from lab2048.teacher.config import TeacherConfig
+from lab2048.value_target import DEFAULT_GAMMA
 
 BASELINES = ("random", "greedy", "corner")  # the compiled baselines (agents.py)
 MODEL_AGENT = "model"  # lab2048 play's name for the policy (--init or --server)
@@ -136,8 +138,8 @@ def _check_gamma(gamma: float) -> None:
 _THREADS_HELP = ("torch CPU threads of an in-process model (0: torch's default); one thread "
                  "avoids stalls on shared cores")
 _GAMMA_HELP = ("discount of the value head; 0: the one its init records (value-target.json), "
-               "or 0.997 for an init that records none. A γ other than the recorded one is "
-               "refused")
+               f"or {DEFAULT_GAMMA} for an init that records none. A γ other than the recorded "
+               "one is refused")
 
 
 @dataclass
@@ -147,7 +149,8 @@ class PlayConfig:
         "--server, else greedy)"})
     games: int = field(default=16, metadata={"help": "number of games"})
     seed: int = field(default=0, metadata={"help": "game i plays seed + i"})
-    max_moves: int = field(default=0, metadata={"help": "moves per game at most (0: no limit)"})
+    max_moves: int = field(default=NO_MOVE_LIMIT, metadata={
+        "help": "moves per game at most (0: no limit)"})
     out: str = field(default="", metadata={
         "help": "directory for games.csv, summary.json and scores.png ('' prints only)"})
     init: str = field(default="", metadata={"help": "model init directory (agent model)"})
@@ -186,7 +189,8 @@ class EvaluateConfig:
         "help": "play the model through this inference server (HOST:PORT or unix:PATH)"})
     games: int = field(default=32, metadata={"help": "games per agent"})
     seed: int = field(default=0, metadata={"help": "game i plays seed + i, for every agent"})
-    max_moves: int = field(default=0, metadata={"help": "moves per game at most (0: no limit)"})
+    max_moves: int = field(default=NO_MOVE_LIMIT, metadata={
+        "help": "moves per game at most (0: no limit)"})
     gamma: float = field(default=0.0, metadata={"help": _GAMMA_HELP})
     device: str = field(default="cpu", metadata={"help": "torch device of an in-process model"})
     threads: int = field(default=1, metadata={"help": _THREADS_HELP})

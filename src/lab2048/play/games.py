@@ -3,11 +3,11 @@
     res = play_lockstep(agent, seeds, max_moves=0)       # GameResults, one game per seed
 
 Choices
-- The end rule (`advance`, compiled, also used by the baselines' compiled loop in agents.py):
-  a game ends when the board after a move and its spawn has no legal move (NO_MOVES), when the
-  chosen move would merge two 2^16 tiles (TILE_LIMIT: the move is not applied and not counted),
-  or after `max_moves` moves when max_moves > 0 (MAX_MOVES). max_moves = 0 means no limit,
-  everywhere in play/, as in the teacher's game loop.
+- The end rule is the engine's one rule (`kernels.end_reason`): a game ends when the board
+  after a move and its spawn has no legal move (NO_MOVES), when the chosen move would merge two
+  2^16 tiles (TILE_LIMIT: the move is not applied and not counted), or after `max_moves` moves
+  when max_moves > 0 (MAX_MOVES; 0 is NO_MOVE_LIMIT). `advance` applies it to one move; the
+  baselines' compiled loop in agents.py uses it too.
 - Spawns are the engine's counter-based spawns of each game's seed (`kernels.step`), so every
   agent that plays a seed meets the same spawn stream: games of two agents on one seed differ
   only through their moves, and results are paired by seed.
@@ -28,11 +28,7 @@ import numpy as np
 from numba import njit
 
 from lab2048.engine import kernels as K
-from lab2048.engine.conventions import EndReason
-
-_ONGOING = int(EndReason.ONGOING)
-_MAX_MOVES = int(EndReason.MAX_MOVES)
-_TILE_LIMIT = int(EndReason.TILE_LIMIT)
+from lab2048.engine.conventions import END_ONGOING, END_TILE_LIMIT, NO_MOVE_LIMIT
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -40,12 +36,10 @@ def advance(b, m, d, seed, spawns, n, max_moves, move_xor, line_reward):
     """Move d of a game that has made n moves, under the end rule (module docstring):
     (board, mask, reward, spawns used, legal mask, moves made, end reason)."""
     nb, nm, reward, s, legal, end = K.step(b, m, d, seed, spawns, move_xor, line_reward)
-    if end == _TILE_LIMIT:
+    if end == END_TILE_LIMIT:
         return b, m, np.int64(0), spawns, legal, n, end
     n += 1
-    if end == _ONGOING and max_moves > 0 and n >= max_moves:
-        end = _MAX_MOVES
-    return nb, nm, reward, s, legal, n, end
+    return nb, nm, reward, s, legal, n, K.end_reason(end, n, max_moves)
 
 
 @njit(cache=True, nogil=True)
@@ -87,7 +81,7 @@ class GameResults:
     boards_evaluated: int = 0  # positions the agent's model valued (0 for model-free agents)
 
 
-def play_lockstep(agent, seeds, max_moves: int = 0, *,
+def play_lockstep(agent, seeds, max_moves: int = NO_MOVE_LIMIT, *,
                   on_end: Callable[[int, GameResults], None] | None = None,
                   on_ply: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None
                   ) -> GameResults:
@@ -118,7 +112,7 @@ def play_lockstep(agent, seeds, max_moves: int = 0, *,
                        res.ends, max_moves, rewards, *tables)
         if on_ply is not None:
             on_ply(live, moves, rewards)
-        over = res.ends[live] != _ONGOING
+        over = res.ends[live] != END_ONGOING
         done = live[over]
         if len(done):
             highest = np.zeros(len(done), np.int64)

@@ -29,6 +29,7 @@ import numpy as np
 
 from lab2048.data.dataset import Dataset, select_runs
 from lab2048.data.sidecar import open_sidecar
+from lab2048.engine.arrays import legal_bools
 from lab2048.engine.batch import apply_moves, legal_masks, to_exponents
 from lab2048.errors import UserError
 from lab2048.io import progress_bar, publish_dir, temp_dir_beside, write_json
@@ -62,8 +63,7 @@ def select_rows(ds, run_ids: np.ndarray | None, rows: int) -> tuple[np.ndarray, 
 
 def regret(branch_evs: np.ndarray, legal: np.ndarray, moves: np.ndarray) -> np.ndarray:
     """max over legal moves of branch_evs - branch_evs[move], per row."""
-    legal_bool = (legal[:, None].astype(np.int64) >> np.arange(4)) & 1 == 1
-    best = np.where(legal_bool, branch_evs, -np.inf).max(1)
+    best = np.where(legal_bools(legal), branch_evs, -np.inf).max(1)
     return best - branch_evs[np.arange(len(moves)), moves]
 
 
@@ -120,8 +120,7 @@ def run_ranking(cfg, overwrite: bool = False) -> dict:
                 sl = slice(lo, min(n, lo + CHUNK))
                 b, m, lg = boards[sl], masks[sl], legal[sl]
                 probs = predictor.policy(to_exponents(b, m), lg)
-                legal_bool = (lg[:, None].astype(np.int64) >> np.arange(4)) & 1 == 1
-                policy_moves[sl] = np.argmax(np.where(legal_bool, probs, -1.0), 1)
+                policy_moves[sl] = np.argmax(np.where(legal_bools(lg), probs, -1.0), 1)
                 for a, agent in enumerate(agents):
                     chosen[a, sl] = agent.choose(b, m, lg, steps["seed"][sl].astype(np.uint64),
                                                  steps["step_index"][sl].astype(np.int64))

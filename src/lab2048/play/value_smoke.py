@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lab2048.data.returns import discounted_returns
+from lab2048.engine.arrays import legal_bools
 from lab2048.engine.batch import to_exponents
 from lab2048.engine.conventions import EndReason
 from lab2048.io import atomic_path, claim_outputs, write_json, write_text
@@ -34,14 +36,12 @@ OUTPUT_FILES = ("value-smoke.json", "steps.csv", "value-smoke.png")
 TAIL_WEIGHT = 0.01  # a truncated return counts as complete when gamma^(moves left) < this
 
 
-def discounted_returns(rewards: np.ndarray, lengths: np.ndarray, gamma: float) -> np.ndarray:
-    """G_t per game [G, T] (NaN past a game's length), from rewards [G, T]."""
+def rollout_returns(rewards: np.ndarray, lengths: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t per rollout [G, T] (NaN past a rollout's length) from rewards [G, T]: each rollout's
+    `data.returns.discounted_returns`, G_T = 0 after its last move."""
     out = np.full(rewards.shape, np.nan)
     for g, n in enumerate(lengths):
-        acc = 0.0
-        for t in range(int(n) - 1, -1, -1):
-            acc = float(rewards[g, t]) + gamma * acc
-            out[g, t] = acc
+        out[g, :n] = discounted_returns(np.ascontiguousarray(rewards[g, :n]), gamma, 0.0)
     return out
 
 
@@ -59,8 +59,7 @@ class _PolicyWithValues:
     def choose(self, boards, masks, legal, seeds, move_numbers):
         probs, self._values = self.predictor.policy_and_values(to_exponents(boards, masks), legal)
         self._steps = move_numbers.copy()
-        legal_bool = (legal[:, None].astype(np.int64) >> np.arange(4)) & 1 == 1
-        return np.argmax(np.where(legal_bool, probs, -1.0), 1)
+        return np.argmax(np.where(legal_bools(legal), probs, -1.0), 1)
 
     def record(self, idx, moves, rewards) -> None:
         self.values[idx, self._steps] = self._values
@@ -92,7 +91,7 @@ def run(cfg: ValueSmokeConfig, overwrite: bool = False) -> dict:
         res = play_lockstep(agent, seeds, cfg.moves, on_ply=agent.record)
     traj = agent
     lengths = res.moves
-    returns = discounted_returns(traj.rewards, lengths, gamma)
+    returns = rollout_returns(traj.rewards, lengths, gamma)
     steps = np.arange(cfg.moves)[None, :]
     played = steps < lengths[:, None]
     ended = np.isin(res.ends, (int(EndReason.NO_MOVES), int(EndReason.TILE_LIMIT)))
