@@ -241,6 +241,22 @@ def test_through_the_server_equals_in_process(init, tmp_path, capsys):
         (tmp_path / "remote" / "games.csv").read_text()
 
 
+def test_gamma_comes_from_the_servers_describe(init, tmp_path, capsys):
+    from test_serve import server_thread
+
+    recorded = tmp_path / "init"
+    shutil.copytree(init, recorded)
+    ValueTarget(gamma=0.95).save(recorded)
+    args = ["--agents", "value:depth=1", "--games", "1", "--max-moves", "5"]
+    with server_thread(load_init(recorded), "127.0.0.1:0", init_dir=recorded) as server:
+        assert evaluate([*args, "--server", server.address, "--out", tmp_path / "a"],
+                        capsys)[0] == 0
+        code, printed = evaluate([*args, "--server", server.address, "--gamma", "0.99",
+                                  "--out", tmp_path / "b"], capsys)
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["gamma"] == 0.95
+    assert code == 2 and "trained for gamma 0.95, not 0.99" in printed.err
+
+
 # ---------------------------------------------------------------------------------------------
 # offline ranking
 

@@ -76,21 +76,14 @@ class RemotePredictor(LocalPredictor):
     """The model behind an inference server."""
 
     def __init__(self, address: str):
-        from lab2048.serve.client import InferenceClient
+        from lab2048.serve.client import InferenceClient, value_target_of
 
         self.client = InferenceClient(address)
         self.source = address
         self.description = self.client.describe()
         self.has_value = self.description.has_value_head
         self.boards_evaluated = 0
-        text = getattr(self.description, "value_target_json", "")
-        self.target = None
-        if text:
-            try:
-                self.target = ValueTarget(**json.loads(text))
-            except (TypeError, ValueError) as e:
-                raise UserError(f"{address}: Describe's value_target_json is not a value "
-                                f"target ({e})") from None
+        self.target = value_target_of(self.description, address)
 
     def _predict(self, exponents, legal, value: bool):
         self.boards_evaluated += len(exponents)
