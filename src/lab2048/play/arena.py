@@ -54,6 +54,7 @@ from lab2048.io import (
 from lab2048.play.agents import make_agent
 from lab2048.play.config import MODEL_AGENT, AgentSpec, EvaluateConfig, PlayConfig
 from lab2048.play.games import GameResults, play_lockstep
+from lab2048.play.predictor import open_predictor, value_definition
 from lab2048.play.stats import mean_interval, paired_difference, wilson_interval
 
 REACH_TILES = tuple(1 << k for k in range(11, 17))  # 2048 .. 65536
@@ -230,8 +231,6 @@ def plot_scores(res: GameResults, path: Path) -> None:
 def open_model(cfg, needed: bool):
     if not needed:
         return contextlib.nullcontext(None)
-    from lab2048.play.predictor import open_predictor
-
     return open_predictor(cfg.init, cfg.server, cfg.device, cfg.threads)
 
 
@@ -371,6 +370,23 @@ class Staging:
         self.file.close()
 
 
+def _identity(cfg: EvaluateConfig, predictor, uses_value: bool) -> tuple[dict, float, bool]:
+    """What makes the games what they are (checked on --resume), and the value head's (γ,
+    afterstate): recorded whenever the model has a value head, so a resume may add agents."""
+    identity = {"seed": cfg.seed, "games": cfg.games, "max_moves": cfg.max_moves, "model": "",
+                "gamma": None, "afterstate": None}
+    if predictor is None:
+        return identity, 0.0, False
+    identity["model"] = (cfg.server + " " if cfg.server else "") + (
+        _weights_fingerprint(cfg.init) if cfg.init else
+        hashlib.sha256(predictor.description.config_json.encode()).hexdigest()[:16])
+    if not predictor.has_value:
+        return identity, 0.0, False
+    gamma, afterstate = value_definition(predictor, cfg.gamma or None, note=uses_value)
+    identity["gamma"], identity["afterstate"] = gamma, afterstate
+    return identity, gamma, afterstate
+
+
 def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     if cfg.dataset:
         from lab2048.play.ranking import run_ranking
@@ -380,22 +396,11 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     check_out(out, overwrite)
     seeds = np.arange(cfg.games, dtype=np.uint64) + np.uint64(cfg.seed)
     specs: list[AgentSpec] = cfg.specs
+    uses_value = any(s.uses_value for s in specs)
     with open_model(cfg, bool(cfg.init or cfg.server)) as predictor:  # recorded, even if unused
-        identity = {"seed": cfg.seed, "games": cfg.games, "max_moves": cfg.max_moves,
-                    "model": "", "gamma": None, "afterstate": None}
-        gamma, afterstate = 0.0, False
-        uses_value = any(s.uses_value for s in specs)
         if uses_value:
             predictor.require_value()
-        if predictor is not None:
-            identity["model"] = (cfg.server + " " if cfg.server else "") + (
-                _weights_fingerprint(cfg.init) if cfg.init else
-                hashlib.sha256(predictor.description.config_json.encode()).hexdigest()[:16])
-            if predictor.has_value:  # recorded whatever the agents, so a resume may add some
-                from lab2048.play.predictor import value_definition
-
-                gamma, afterstate = value_definition(predictor, cfg.gamma or None, uses_value)
-                identity["gamma"], identity["afterstate"] = gamma, afterstate
+        identity, gamma, afterstate = _identity(cfg, predictor, uses_value)
         staging = Staging(staging_path(out), identity, cfg.resume, overwrite)
         try:
             _play_all(specs, seeds, cfg.max_moves, staging, predictor, gamma, afterstate)
