@@ -16,6 +16,7 @@ from lab2048.config import add_config_args, build_config
 from lab2048.data.config import GenerateConfig
 from lab2048.errors import UserError
 from lab2048.play.config import PlayConfig, ValueSmokeConfig
+from lab2048.scale import RAY_HELP
 
 PACK_FORMATS = ("macroxue-jsonl", "macroxue-text")
 
@@ -83,7 +84,7 @@ def _pack(args: argparse.Namespace) -> int:
     from lab2048.data.pack import pack
 
     report = pack(args.input, args.out, fmt=args.format, workers=args.workers,
-                  shard_rows=args.shard_rows, overwrite=args.overwrite)
+                  shard_rows=args.shard_rows, overwrite=args.overwrite, ray=args.ray)
     print(f"{report.out}: {report.games:,} games, {report.steps:,} steps packed in "
           f"{report.seconds:.1f} s; logged values disagree with the board's legal moves on "
           f"{report.ev_legal_differs:,} steps")
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p.add_argument("--format", choices=PACK_FORMATS, default=PACK_FORMATS[0])
     p.add_argument("--workers", type=int, default=0, help="worker processes (0: all cores)")
+    p.add_argument("--ray", default="", metavar="ADDRESS", help=RAY_HELP)
     p.add_argument("--shard-rows", type=int, default=1 << 20, help="rows per steps shard")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.set_defaults(run=_pack)

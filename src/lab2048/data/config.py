@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lab2048.scale import RAY_HELP
 from lab2048.teacher.config import TeacherConfig
 
 
@@ -13,6 +14,7 @@ class GenerateConfig:
     games: int = field(default=16, metadata={"help": "number of games"})
     seed: int = field(default=0, metadata={"help": "game i plays seed + i (run id i + 1)"})
     workers: int = field(default=0, metadata={"help": "worker processes (0: all cores)"})
+    ray: str = field(default="", metadata={"help": RAY_HELP})
     shard_rows: int = field(default=1 << 20, metadata={"help": "rows per steps shard"})
     max_moves: int = field(default=0, metadata={"help": "moves per game at most (0: no limit)"})
     teacher: TeacherConfig = field(default_factory=TeacherConfig)

@@ -10,10 +10,14 @@ Choices
   the shards are written through DatasetWriter (renamed into place) and the staging removed.
 - Workers are processes (ProcessPoolExecutor, one game per task, `spawn` start method so no
   numba state is forked); the parent only counts: a progress bar with games, moves/s and ETA.
+- With --ray ADDRESS the games are Ray tasks (`lab2048.scale`): each returns its arrays, and
+  the driver stages them as a local worker would, so resuming and the dataset's bytes are the
+  same for any cluster; --workers then caps the games in flight (0: twice the cluster's CPUs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -21,6 +25,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
@@ -53,6 +58,11 @@ def _game_path(staging: Path, index: int) -> Path:
 def play_one(index: int, seed: int, teacher: TeacherConfig, max_moves: int,
              staging: Path) -> tuple[int, int]:
     """Worker: play game `index`, save it atomically; return (index, moves)."""
+    return index, stage_game(staging, index, play_arrays(index, seed, teacher, max_moves))
+
+
+def play_arrays(index: int, seed: int, teacher: TeacherConfig, max_moves: int) -> dict:
+    """Play game `index` (seeded `seed`): what its staged file holds, as arrays."""
     from lab2048.teacher import play_game
 
     game = play_game(seed, teacher, max_moves=max_moves)
@@ -61,13 +71,18 @@ def play_one(index: int, seed: int, teacher: TeacherConfig, max_moves: int,
                      board_eval=game.board_eval, branch_evs=game.branch_evs,
                      valuation_type=VALUATION_TYPES["search"])
     meta = np.array([seed, game.score, game.highest_tile, int(game.end_reason)], np.int64)
+    return {"rows": rows, "meta": meta, "seconds": np.float64(game.seconds),
+            "nodes": np.int64(game.nodes)}
+
+
+def stage_game(staging: Path, index: int, arrays: dict) -> int:
+    """Save a played game atomically in the staging directory; return its moves."""
     path = _game_path(staging, index)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, rows=rows, meta=meta, seconds=np.float64(game.seconds),
-                 nodes=np.int64(game.nodes))
+        np.savez(f, **arrays)
     os.replace(tmp, path)
-    return index, len(rows)
+    return len(arrays["rows"])
 
 
 def _prepare_staging(cfg: GenerateConfig, out: Path, overwrite: bool) -> tuple[Path, set[int]]:
@@ -112,32 +127,55 @@ def generate(cfg: GenerateConfig, overwrite: bool = False, progress: bool = True
     moves = 0
     if done and todo:
         print(f"resuming: {len(done)} of {cfg.games} games already played", file=sys.stderr)
+    finished = (_played_on_ray(cfg, todo, staging) if cfg.ray
+                else _played_locally(cfg, todo, staging, workers))
     with progress_bar(progress, total=cfg.games, initial=len(done), unit="game",
-                      desc="generate") as bar:
-        if todo:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                pending = set()
-                queue = iter(todo)
-                for index in queue:  # keep 2 tasks per worker in flight
-                    pending.add(pool.submit(play_one, index, cfg.seed + index, cfg.teacher,
-                                            cfg.max_moves, staging))
-                    if len(pending) >= 2 * workers:
-                        break
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        _, n = future.result()
-                        moves += n
-                        bar.update(1)
-                        rate = moves / (time.perf_counter() - start)
-                        bar.set_postfix(moves_per_s=f"{rate:,.0f}", refresh=False)
-                        index = next(queue, None)
-                        if index is not None:
-                            pending.add(pool.submit(play_one, index, cfg.seed + index,
-                                                    cfg.teacher, cfg.max_moves, staging))
+                      desc="generate") as bar, contextlib.closing(finished):
+        for n in finished:
+            moves += n
+            bar.update(1)
+            rate = moves / (time.perf_counter() - start)
+            bar.set_postfix(moves_per_s=f"{rate:,.0f}", refresh=False)
     return _assemble(cfg, out, staging, overwrite, played=len(todo),
                      seconds=time.perf_counter() - start, moves_played=moves)
+
+
+def _played_locally(cfg: GenerateConfig, todo: list[int], staging: Path,
+                    workers: int) -> Iterator[int]:
+    """Play the games in local worker processes; yield each finished game's moves."""
+    if not todo:
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending = set()
+        queue = iter(todo)
+        for index in queue:  # keep 2 tasks per worker in flight
+            pending.add(pool.submit(play_one, index, cfg.seed + index, cfg.teacher,
+                                    cfg.max_moves, staging))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()[1]
+                index = next(queue, None)
+                if index is not None:
+                    pending.add(pool.submit(play_one, index, cfg.seed + index,
+                                            cfg.teacher, cfg.max_moves, staging))
+
+
+# --- Ray (lab2048.scale): each game is a task; the driver stages what comes back, as above
+def _played_on_ray(cfg: GenerateConfig, todo: list[int], staging: Path) -> Iterator[int]:
+    if not todo:
+        return
+    from lab2048.scale import cluster, task_map
+
+    with cluster(cfg.ray) as ray:
+        games = [(i, cfg.seed + i, cfg.teacher, cfg.max_moves) for i in todo]
+        for position, arrays in task_map(ray, play_arrays, games, in_flight=cfg.workers,
+                                         what=lambda p: f"game {todo[p]}"):
+            yield stage_game(staging, todo[position], arrays)
+# --- end Ray
 
 
 def _assemble(cfg: GenerateConfig, out: Path, staging: Path, overwrite: bool, played: int,

@@ -1,0 +1,218 @@
+"""Scale-out on a real local Ray cluster (loopback only): the same bytes as local runs, a killed
+worker process rescheduled, a killed driver resumed, one-line errors.
+
+One head (`ray start --head --block`, 2 CPUs, a small object store, no dashboard, a temporary
+directory under /tmp) serves the whole module and is shut down at its end by signalling the
+process group it was started in. Skipped where Ray is not installed (pip install '.[ray]').
+"""
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from lab2048.data.config import GenerateConfig
+from lab2048.data.generate import generate, staging_dir
+from lab2048.data.pack import pack
+from lab2048.errors import UserError
+from lab2048.scale import _version_mismatch
+from lab2048.teacher.config import TeacherConfig
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                                reason="Ray is not installed (pip install '.[ray]')")
+FIXTURES = Path(__file__).parent / "fixtures"
+# Everything on 127.0.0.1: on Linux, Ray otherwise advertises (and drivers connect to) the
+# machine's own address. Ray reads this when it is imported, so it is set before any test
+# imports it, for this process and the heads, drivers and workers it starts.
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head():
+    """The address of a local Ray head; its processes are ended afterwards."""
+    assert "ray" not in sys.modules, "Ray was imported before its loopback settings"
+    os.environ.update(LOOPBACK)
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
+    port = _free_port()
+    ray_cli = Path(sys.executable).with_name("ray")
+    log = open(Path(temp) / "head.log", "w+")  # noqa: SIM115 - read after the head is up
+    proc = subprocess.Popen(
+        [str(ray_cli), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+         "--port", str(port), "--num-cpus", "2", "--object-store-memory", str(80 << 20),
+         "--include-dashboard=false", "--dashboard-port", str(_free_port()),
+         "--ray-client-server-port", str(_free_port()), "--temp-dir", temp,
+         "--disable-usage-stats"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while "Ray runtime started" not in Path(log.name).read_text():
+            assert proc.poll() is None and time.time() < deadline, Path(log.name).read_text()
+            time.sleep(0.2)
+        yield {"address": f"127.0.0.1:{port}", "pgid": proc.pid}
+    finally:
+        proc.terminate()  # `ray start --block` stops what it started
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # anything left of this head's process group
+        log.close()
+
+
+def _cli(*args, env=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "lab2048", *map(str, args)], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, **kwargs)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir())}
+
+
+SMALL = dict(games=6, seed=11, max_moves=400, teacher=TeacherConfig(depth=1), shard_rows=1000)
+
+
+def test_generate_on_ray_is_the_same_bytes_as_local(head, tmp_path):
+    local = generate(GenerateConfig(out=str(tmp_path / "local"), workers=1, **SMALL),
+                     progress=False)
+    wide = generate(GenerateConfig(out=str(tmp_path / "wide"), ray=head["address"], **SMALL),
+                    progress=False)
+    one = generate(GenerateConfig(out=str(tmp_path / "one"), ray=head["address"], workers=1,
+                                  **SMALL), progress=False)
+    assert local["steps"] == wide["steps"] == one["steps"] == 6 * 400
+    assert len(list((tmp_path / "local").glob("steps-*.npy"))) == 3
+    assert _files(tmp_path / "local") == _files(tmp_path / "wide") == _files(tmp_path / "one")
+
+
+def _ray_workers(pgid: int, title: str) -> list[int]:
+    """Processes of this head running a task `title`: Ray names a busy worker ray::TASK, and a
+    worker is a child of the head's raylet (in its own process group)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not (entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(
+                    f"ray::{title}".encode())):
+                continue
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if os.getpgid(parent) == pgid:
+                pids.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def test_killed_worker_and_killed_driver_leave_the_same_dataset(head, tmp_path):
+    out = tmp_path / "ray"
+    args = ("generate", "--out", out, "--games", 10, "--seed", 40, "--depth", 2,
+            "--max-depth", 4, "--max-moves", 1500, "--ray", head["address"])
+    driver = subprocess.Popen([sys.executable, "-m", "lab2048", *map(str, args)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        # a worker process dies in the middle of a game: Ray plays that game again
+        killed = None
+        deadline = time.time() + 90
+        while killed is None and time.time() < deadline and driver.poll() is None:
+            if busy := _ray_workers(head["pgid"], "play_arrays"):
+                os.kill(busy[0], signal.SIGKILL)
+                killed = busy[0]
+            time.sleep(0.005)
+        assert killed is not None, "no worker was seen playing a game"
+        # then the driver dies once a few games are staged: the same command resumes
+        staging = staging_dir(out)
+        while time.time() < deadline and len(list(staging.glob("game-*.npz"))) < 3:
+            assert driver.poll() is None, driver.stderr.read()
+            time.sleep(0.005)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    kept = len(list(staging.glob("game-*.npz")))
+    assert 3 <= kept < 10 and not out.exists()
+    resumed = _cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming: {kept} of 10 games already played" in resumed.stderr
+    assert f"10 games ({10 - kept} played now)" in resumed.stdout
+    local = _cli("generate", "--out", tmp_path / "local", *args[3:-2], "--workers", 2)
+    assert local.returncode == 0, local.stderr
+    assert _files(out) == _files(tmp_path / "local")
+
+
+def test_pack_on_ray_is_the_same_bytes_as_local(head, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for path in (FIXTURES / "macroxue-logs").iterdir():
+        (logs / path.name).write_bytes(path.read_bytes())
+    (logs / "broken.jsonl.gz").write_bytes(b"not gzip")  # skipped on both paths
+    (logs / "lonely.meta.json").write_text("{}")
+    local = pack(logs, tmp_path / "local", workers=1, shard_rows=5000, progress=False)
+    remote = pack(logs, tmp_path / "remote", ray=head["address"], shard_rows=5000,
+                  progress=False)
+    assert local.games == remote.games == 3 and local.steps == remote.steps
+    assert local.skipped == remote.skipped and len(remote.skipped) == 2
+    assert local.ev_legal_differs == remote.ev_legal_differs
+    assert _files(tmp_path / "local") == _files(tmp_path / "remote")
+
+
+def test_a_node_with_other_lab2048_code_is_refused_in_one_line(head, tmp_path):
+    """Ray's job runtime environment (as `ray job submit --runtime-env-json` sets it) starts
+    this job's workers on another copy of lab2048 whose code differs from the driver's."""
+    other = tmp_path / "other"
+    src = Path(__import__("lab2048").__file__).parent
+    (other / "lab2048").mkdir(parents=True)
+    for path in src.glob("*.py"):
+        (other / "lab2048" / path.name).write_bytes(path.read_bytes())
+    (other / "lab2048" / "errors.py").write_text(
+        (src / "errors.py").read_text() + "\n# an edit the driver does not have\n")
+    job = json.dumps({"runtime_env": {"env_vars": {"PYTHONPATH": str(other)}}})
+    result = _cli("generate", "--out", tmp_path / "ds", "--games", 1, "--depth", 1,
+                  "--max-moves", 10, "--ray", head["address"],
+                  env={"RAY_JOB_CONFIG_JSON_ENV_VAR": job})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "with other code" in lines[0], result.stderr
+    assert "install the same lab2048 on every node" in lines[0]
+    assert not (tmp_path / "ds").exists()
+
+
+def test_unreachable_cluster_is_one_line_and_quick(head, tmp_path):
+    port = _free_port()  # nothing listens there
+    start = time.time()
+    for args, env in (((f"127.0.0.1:{port}",), {}), (("auto",), {"RAY_ADDRESS":
+                                                                   f"127.0.0.1:{port}"})):
+        result = _cli("generate", "--out", tmp_path / "ds", "--games", 1, "--ray", *args,
+                      env=env)
+        assert result.returncode == 2
+        assert result.stderr.strip() == (
+            f"lab2048: error: Ray cluster 127.0.0.1:{port}: cannot connect (Connection "
+            "refused); is a head started there (`ray start --head`)?")
+    assert time.time() - start < 30  # Ray alone would retry for minutes
+    result = _cli("pack", "--input", FIXTURES / "macroxue-logs", "--out", tmp_path / "p",
+                  "--ray", "no-port")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "'no-port': not an address" in result.stderr
+    with pytest.raises(UserError, match="cannot connect"):
+        pack(FIXTURES / "macroxue-logs", tmp_path / "p", ray=f"localhost:{port}")
+
+
+def test_ray_version_mismatch_reads_as_one_line():
+    # the message Ray raises on connecting with another Ray or Python than the cluster's
+    message = ("Version mismatch: The cluster was started with:\n    Ray: 2.59.0\n"
+               "    Python: 3.11.7\nThis process on node 127.0.0.1 was started with:\n"
+               "    Ray: 2.60.0\n    Python: 3.11.7\n")
+    assert _version_mismatch(message) == (
+        "version mismatch: the cluster runs Ray 2.59.0 on Python 3.11.7, this machine Ray "
+        "2.60.0 on Python 3.11.7; install the same versions on both")
+    assert _version_mismatch("Could not find any running Ray instance.") is None
