@@ -1,24 +1,32 @@
 """`lab2048`: one entry point, a subcommand per step of the pipeline.
 
-Subcommands import their heavy modules (numba, matplotlib) only when they run, so `--help`
-answers at once. Errors a user can fix (UserError) print as one line `lab2048: error: ...`
-and exit 2; Ctrl-C exits 130 with earlier outputs intact.
+Every subcommand is a dataclass config (lab2048.config: defaults, `--config FILE.toml`,
+`--set section.key=value`, flags) and a small `_x(args)` function that imports its heavy
+modules (numba, torch, matplotlib) only when it runs, so `--help` answers at once. Errors a
+user can fix (UserError) print as one line `lab2048: error: ...` and exit 2; Ctrl-C exits 130
+with earlier outputs intact.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from lab2048 import __version__
 from lab2048.config import add_config_args, build_config
-from lab2048.data.config import GenerateConfig
+from lab2048.data.config import (
+    CheckConfig,
+    GenerateConfig,
+    PackConfig,
+    ReplayConfig,
+    ValueSidecarConfig,
+)
 from lab2048.errors import UserError
 from lab2048.play.config import PlayConfig, ValueSmokeConfig
-from lab2048.scale import RAY_HELP
-
-PACK_FORMATS = ("macroxue-jsonl", "macroxue-text")
+from lab2048.serve.config import ServeConfig
+from lab2048.train.config import TrainConfig, load_train_config
 
 
 def _play(args: argparse.Namespace) -> int:
@@ -29,10 +37,11 @@ def _play(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    cfg = build_config(ServeConfig, args)
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # errors are our one line, not C++ logs
     from lab2048.serve.server import serve
 
-    return serve(args.init, tcp=args.tcp, uds=args.uds, device=args.device,
-                 max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads)
+    return serve(cfg)
 
 
 def _value_smoke(args: argparse.Namespace) -> int:
@@ -46,7 +55,7 @@ def _replay(args: argparse.Namespace) -> int:
     from lab2048.data.macroxue_text import read_text_game, replay
 
     failed = 0
-    for path in args.files:
+    for path in map(Path, build_config(ReplayConfig, args).files):
         report = replay(read_text_game(path))
         verdict = "engine agrees" if report.agrees else "ENGINE DISAGREES"
         print(f"{path}: {report.moves} moves, score {report.score:,} "
@@ -64,9 +73,10 @@ def _check(args: argparse.Namespace) -> int:
     from lab2048.data.dataset import Dataset, default_dataset
     from lab2048.io import progress_bar
 
-    root = args.dataset or default_dataset()
+    cfg = build_config(CheckConfig, args)
+    root = Path(cfg.dataset) if cfg.dataset else default_dataset()
     rows = Dataset(root).num_rows
-    with progress_bar(not args.quiet, total=rows, unit="step", unit_scale=True,
+    with progress_bar(not cfg.quiet, total=rows, unit="step", unit_scale=True,
                       desc="check") as bar:
         report = check_dataset(root, progress=bar.update)
     print(format_report(report))
@@ -83,8 +93,9 @@ def _generate(args: argparse.Namespace) -> int:
 def _pack(args: argparse.Namespace) -> int:
     from lab2048.data.pack import pack
 
-    report = pack(args.input, args.out, fmt=args.format, workers=args.workers,
-                  shard_rows=args.shard_rows, overwrite=args.overwrite, ray=args.ray)
+    cfg = build_config(PackConfig, args)
+    report = pack(Path(cfg.input), Path(cfg.out), fmt=cfg.format, workers=cfg.workers,
+                  shard_rows=cfg.shard_rows, overwrite=args.overwrite, ray=cfg.ray)
     print(f"{report.out}: {report.games:,} games, {report.steps:,} steps packed in "
           f"{report.seconds:.1f} s; logged values disagree with the board's legal moves on "
           f"{report.ev_legal_differs:,} steps")
@@ -99,21 +110,19 @@ def _value_sidecar(args: argparse.Namespace) -> int:
     from lab2048.data.dataset import default_dataset
     from lab2048.data.sidecar import SidecarConfig, build_sidecar, format_summary
 
-    dataset = args.dataset or default_dataset()
-    if args.dataset is None and args.output is None:
-        raise UserError("the embedded dataset is read-only: pass --output DIR for its sidecar")
-    cfg = SidecarConfig(gamma=args.gamma, reward_scale=args.reward_scale, epsilon=args.epsilon)
-    meta = build_sidecar(dataset, cfg, output=args.output, workers=args.workers,
+    cfg = build_config(ValueSidecarConfig, args)
+    dataset = Path(cfg.dataset) if cfg.dataset else default_dataset()
+    output = Path(cfg.output) if cfg.output else None
+    sidecar = SidecarConfig(gamma=cfg.gamma, reward_scale=cfg.reward_scale, epsilon=cfg.epsilon)
+    meta = build_sidecar(dataset, sidecar, output=output, workers=cfg.workers,
                          overwrite=args.overwrite)
-    print(format_summary(meta, args.output or dataset))
+    print(format_summary(meta, output or dataset))
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from lab2048.train.config import load_train_config
-
     cfg = load_train_config(args.config, args.set)
-    from lab2048.train.trainer import train
+    from lab2048.train.trainer import train  # torch: only once the config is known good
 
     metrics = train(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"{cfg.train.out}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
@@ -121,16 +130,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _add_value_sidecar_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", type=Path, metavar="DIR",
-                   help="packed dataset (default: the small one embedded in the package)")
-    p.add_argument("--gamma", type=float, default=0.997, help="discount (default: 0.997)")
-    p.add_argument("--reward-scale", type=float, default=1.0,
-                   help="reward_scaled = reward x this (default: 1.0)")
-    p.add_argument("--epsilon", type=float, default=0.001,
-                   help="eps of the h transform of return_scaled (default: 0.001)")
-    p.add_argument("--workers", type=int, default=0, help="threads (0: all cores)")
-    p.add_argument("--output", type=Path, metavar="DIR",
-                   help="where values-NNNNN.npy and values.json go (default: the dataset)")
+    add_config_args(p, ValueSidecarConfig)
     p.add_argument("--overwrite", action="store_true", help="replace an existing sidecar")
     p.set_defaults(run=_value_sidecar)
 
@@ -163,17 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "health service. Concurrent requests share forward passes. Listens on "
                        "127.0.0.1:50051 unless told otherwise; SIGTERM or SIGINT shut it down "
                        "gracefully.")
-    p.add_argument("--init", type=Path, required=True, metavar="DIR", help="model init directory")
-    p.add_argument("--tcp", metavar="HOST:PORT", help="TCP address (default: 127.0.0.1:50051)")
-    p.add_argument("--uds", metavar="PATH", help="Unix domain socket instead of TCP")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
-    p.add_argument("--max-batch", type=int, default=256, metavar="N",
-                   help="boards per forward pass at most (default: 256)")
-    p.add_argument("--max-wait-ms", type=float, default=0.5, metavar="T",
-                   help="how long a batch waits to fill after its first board (default: 0.5;"
-                   " on a CPU, boards arriving during a forward fill the next batch anyway)")
-    p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="torch CPU threads (default 0: torch's default, one per core)")
+    add_config_args(p, ServeConfig)
     p.set_defaults(run=_serve)
 
     p = sub.add_parser("value-smoke", help="predicted values against realised returns",
@@ -189,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Replay macroxue/2048-ai `-v` game logs (.txt or .txt.gz) "
                        "through the engine: every move, reward and the final position must "
                        "agree. Exits 1 if any game disagrees.")
-    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    add_config_args(p, ReplayConfig)
     p.set_defaults(run=_replay)
 
     p = sub.add_parser("check", help="validate a packed dataset and summarise it",
@@ -198,8 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "spawn, ev_legal against the board) and print a summary. Problems are "
                        "listed per run; exits 1 if there are any. Without DATASET, checks the "
                        "small dataset embedded in the package.")
-    p.add_argument("dataset", nargs="?", type=Path, metavar="DATASET")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_args(p, CheckConfig)
     p.set_defaults(run=_check)
 
     p = sub.add_parser("generate", help="play teacher games into a packed dataset",
@@ -217,12 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "macroxue/2048-ai `-v` text output (.txt, .txt.gz) into a packed dataset. "
                        "Malformed or inconsistent games are reported and skipped; the exit "
                        "status is 1 if any was.")
-    p.add_argument("--input", type=Path, required=True, metavar="LOGDIR")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR")
-    p.add_argument("--format", choices=PACK_FORMATS, default=PACK_FORMATS[0])
-    p.add_argument("--workers", type=int, default=0, help="worker processes (0: all cores)")
-    p.add_argument("--ray", default="", metavar="ADDRESS", help=RAY_HELP)
-    p.add_argument("--shard-rows", type=int, default=1 << 20, help="rows per steps shard")
+    add_config_args(p, PackConfig)
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.set_defaults(run=_pack)
 
@@ -235,9 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "sidecar: a TOML config (sections data, model, objective, optim, train; "
                        "see configs/train/), then --set overrides. Writes metrics.jsonl, "
                        "curves.png, checkpoint.pt and the init directory to train.out.")
-    p.add_argument("--config", type=Path, metavar="FILE", help="TOML config")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config key (repeatable), e.g. --set train.steps=500")
+    add_config_args(p, TrainConfig, flags=False)
     p.add_argument("--resume", action="store_true",
                    help="continue the run in train.out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")

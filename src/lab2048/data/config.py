@@ -1,4 +1,5 @@
-"""The `lab2048 generate` config (stdlib only: the CLI builds its flags before importing numba)."""
+"""The configs of the data commands (generate, pack, value-sidecar, check, replay); stdlib
+only: the CLI builds its flags before importing numba."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass, field
 
 from lab2048.scale import RAY_HELP
 from lab2048.teacher.config import TeacherConfig
+from lab2048.value_target import DEFAULT_EPSILON, DEFAULT_GAMMA
 
 
 @dataclass
@@ -14,7 +16,7 @@ class GenerateConfig:
     games: int = field(default=16, metadata={"help": "number of games"})
     seed: int = field(default=0, metadata={"help": "game i plays seed + i (run id i + 1)"})
     workers: int = field(default=0, metadata={"help": "worker processes (0: all cores)"})
-    ray: str = field(default="", metadata={"help": RAY_HELP})
+    ray: str = field(default="", metadata={"help": RAY_HELP, "metavar": "ADDRESS"})
     shard_rows: int = field(default=1 << 20, metadata={"help": "rows per steps shard"})
     max_moves: int = field(default=0, metadata={"help": "moves per game at most (0: no limit)"})
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -32,3 +34,70 @@ class GenerateConfig:
             raise ValueError(f"shard_rows must be at least 1, got {self.shard_rows}")
         if self.max_moves < 0:
             raise ValueError(f"max_moves must be 0 (no limit) or more, got {self.max_moves}")
+
+
+PACK_FORMATS = ("macroxue-jsonl", "macroxue-text")
+
+
+@dataclass
+class PackConfig:
+    input: str = field(default="", metadata={
+        "help": "directory of Macroxue logs (required)", "metavar": "LOGDIR"})
+    out: str = field(default="", metadata={"help": "dataset directory to write (required)",
+                                           "metavar": "DIR"})
+    format: str = field(default=PACK_FORMATS[0], metadata={
+        "help": "input format", "choices": PACK_FORMATS})
+    workers: int = field(default=0, metadata={"help": "worker processes (0: all cores)"})
+    ray: str = field(default="", metadata={"help": RAY_HELP, "metavar": "ADDRESS"})
+    shard_rows: int = field(default=1 << 20, metadata={"help": "rows per steps shard"})
+
+    def __post_init__(self) -> None:
+        if not (self.input and self.out):
+            raise ValueError("--input LOGDIR and --out DIR are required")
+        if self.format not in PACK_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(PACK_FORMATS)}, "
+                             f"got {self.format!r}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 (all cores) or more, got {self.workers}")
+        if self.shard_rows < 1:
+            raise ValueError(f"shard_rows must be at least 1, got {self.shard_rows}")
+
+
+@dataclass
+class ValueSidecarConfig:
+    dataset: str = field(default="", metadata={
+        "help": "packed dataset ('': the small one embedded in the package)", "metavar": "DIR"})
+    gamma: float = field(default=DEFAULT_GAMMA, metadata={"help": "discount"})
+    reward_scale: float = field(default=1.0, metadata={
+        "help": "reward_scaled = reward x this"})
+    epsilon: float = field(default=DEFAULT_EPSILON, metadata={
+        "help": "eps of the h transform of return_scaled"})
+    workers: int = field(default=0, metadata={"help": "threads (0: all cores)"})
+    output: str = field(default="", metadata={
+        "help": "where values-NNNNN.npy and values.json go ('': the dataset)", "metavar": "DIR"})
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 (all cores) or more, got {self.workers}")
+        if not (self.dataset or self.output):
+            raise ValueError("the embedded dataset is read-only: pass --output DIR for its "
+                             "sidecar")
+
+
+@dataclass
+class CheckConfig:
+    dataset: str = field(default="", metadata={
+        "help": "packed dataset (default: the one embedded in the package)",
+        "positional": True, "metavar": "DATASET"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bar"})
+
+
+@dataclass
+class ReplayConfig:
+    files: list[str] = field(default_factory=list, metadata={
+        "help": "macroxue/2048-ai -v logs (.txt or .txt.gz)", "positional": True,
+        "metavar": "FILE"})
+
+    def __post_init__(self) -> None:
+        if not self.files:
+            raise ValueError("give at least one FILE")
