@@ -1,20 +1,17 @@
 """Scale-out on a real local Ray cluster (loopback only): the same bytes as local runs, a killed
 worker process rescheduled, a killed driver resumed, one-line errors.
 
-One head (`ray start --head --block`, 2 CPUs, a small object store, no dashboard, a temporary
-directory under /tmp) serves the whole module and is shut down at its end by signalling the
-process group it was started in. Skipped where Ray is not installed (pip install '.[ray]').
+One head (`lab2048.scale.local_head`: `ray start --head --block` with 2 CPUs, a small object
+store, no dashboard, a temporary directory under /tmp) serves the whole module and is stopped at
+its end. Skipped where Ray is not installed (pip install '.[ray]').
 """
 
-import contextlib
 import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,53 +21,21 @@ from lab2048.data.config import GenerateConfig
 from lab2048.data.generate import generate, staging_dir
 from lab2048.data.pack import pack
 from lab2048.errors import UserError
-from lab2048.scale import _version_mismatch
+from lab2048.scale import LOOPBACK_ENV, _free_port, _version_mismatch, local_head
 from lab2048.teacher.config import TeacherConfig
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                 reason="Ray is not installed (pip install '.[ray]')")
 FIXTURES = Path(__file__).parent / "fixtures"
-# Everything on 127.0.0.1: on Linux, Ray otherwise advertises (and drivers connect to) the
-# machine's own address. Ray reads this when it is imported, so it is set before any test
-# imports it, for this process and the heads, drivers and workers it starts.
-LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def head():
-    """The address of a local Ray head; its processes are ended afterwards."""
+    """A local Ray head (2 CPUs, on loopback), stopped after the module's tests."""
     assert "ray" not in sys.modules, "Ray was imported before its loopback settings"
-    os.environ.update(LOOPBACK)
-    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
-    port = _free_port()
-    ray_cli = Path(sys.executable).with_name("ray")
-    log = open(Path(temp) / "head.log", "w+")  # noqa: SIM115 - read after the head is up
-    proc = subprocess.Popen(
-        [str(ray_cli), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-         "--port", str(port), "--num-cpus", "2", "--object-store-memory", str(80 << 20),
-         "--include-dashboard=false", "--dashboard-port", str(_free_port()),
-         "--ray-client-server-port", str(_free_port()), "--temp-dir", temp,
-         "--disable-usage-stats"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 90
-        while "Ray runtime started" not in Path(log.name).read_text():
-            assert proc.poll() is None and time.time() < deadline, Path(log.name).read_text()
-            time.sleep(0.2)
-        yield {"address": f"127.0.0.1:{port}", "pgid": proc.pid}
-    finally:
-        proc.terminate()  # `ray start --block` stops what it started
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # anything left of this head's process group
-        log.close()
+    os.environ.update(LOOPBACK_ENV)  # for this process and the drivers it starts
+    with local_head(num_cpus=2) as h:
+        yield h
 
 
 def _cli(*args, env=None, **kwargs):
@@ -88,9 +53,9 @@ SMALL = dict(games=6, seed=11, max_moves=400, teacher=TeacherConfig(depth=1), sh
 def test_generate_on_ray_is_the_same_bytes_as_local(head, tmp_path):
     local = generate(GenerateConfig(out=str(tmp_path / "local"), workers=1, **SMALL),
                      progress=False)
-    wide = generate(GenerateConfig(out=str(tmp_path / "wide"), ray=head["address"], **SMALL),
+    wide = generate(GenerateConfig(out=str(tmp_path / "wide"), ray=head.address, **SMALL),
                     progress=False)
-    one = generate(GenerateConfig(out=str(tmp_path / "one"), ray=head["address"], workers=1,
+    one = generate(GenerateConfig(out=str(tmp_path / "one"), ray=head.address, workers=1,
                                   **SMALL), progress=False)
     assert local["steps"] == wide["steps"] == one["steps"] == 6 * 400
     assert len(list((tmp_path / "local").glob("steps-*.npy"))) == 3
@@ -117,7 +82,7 @@ def _ray_workers(pgid: int, title: str) -> list[int]:
 def test_killed_worker_and_killed_driver_leave_the_same_dataset(head, tmp_path):
     out = tmp_path / "ray"
     args = ("generate", "--out", out, "--games", 10, "--seed", 40, "--depth", 2,
-            "--max-depth", 4, "--max-moves", 1500, "--ray", head["address"])
+            "--max-depth", 4, "--max-moves", 1500, "--ray", head.address)
     driver = subprocess.Popen([sys.executable, "-m", "lab2048", *map(str, args)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
@@ -126,7 +91,7 @@ def test_killed_worker_and_killed_driver_leave_the_same_dataset(head, tmp_path):
         killed = None
         deadline = time.time() + 90
         while killed is None and time.time() < deadline and driver.poll() is None:
-            if busy := _ray_workers(head["pgid"], "play_arrays"):
+            if busy := _ray_workers(head.pid, "play_arrays"):
                 os.kill(busy[0], signal.SIGKILL)
                 killed = busy[0]
             time.sleep(0.005)
@@ -158,7 +123,7 @@ def test_pack_on_ray_is_the_same_bytes_as_local(head, tmp_path):
     (logs / "broken.jsonl.gz").write_bytes(b"not gzip")  # skipped on both paths
     (logs / "lonely.meta.json").write_text("{}")
     local = pack(logs, tmp_path / "local", workers=1, shard_rows=5000, progress=False)
-    remote = pack(logs, tmp_path / "remote", ray=head["address"], shard_rows=5000,
+    remote = pack(logs, tmp_path / "remote", ray=head.address, shard_rows=5000,
                   progress=False)
     assert local.games == remote.games == 3 and local.steps == remote.steps
     assert local.skipped == remote.skipped and len(remote.skipped) == 2
@@ -178,7 +143,7 @@ def test_a_node_with_other_lab2048_code_is_refused_in_one_line(head, tmp_path):
         (src / "errors.py").read_text() + "\n# an edit the driver does not have\n")
     job = json.dumps({"runtime_env": {"env_vars": {"PYTHONPATH": str(other)}}})
     result = _cli("generate", "--out", tmp_path / "ds", "--games", 1, "--depth", 1,
-                  "--max-moves", 10, "--ray", head["address"],
+                  "--max-moves", 10, "--ray", head.address,
                   env={"RAY_JOB_CONFIG_JSON_ENV_VAR": job})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

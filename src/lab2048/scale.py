@@ -23,6 +23,9 @@ Choices
   RETRIES); an exception raised by lab2048 code is deterministic, never retried, and re-raised
   in the driver as itself (so a UserError stays one line). Tasks and actor calls are pure
   functions of their arguments, so a retried unit gives the same bytes.
+- `local_head` starts a one-machine cluster on 127.0.0.1 for tests and benchmarks, with Ray's
+  own `ray start --head --block`, and ends it by signalling that process (never `ray stop`,
+  which ends every Ray process of the user).
 - A bounded number of tasks is in flight (by default twice the cluster's CPUs), so the object
   store and the driver hold a bounded amount of results whatever the number of units.
 """
@@ -33,11 +36,17 @@ import contextlib
 import logging
 import os
 import re
+import shutil
+import signal
 import socket
+import subprocess
 import sys
+import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from lab2048.errors import UserError
 
@@ -250,3 +259,60 @@ def actor_map(ray, cls: type, init_args: tuple, method: str, arglists: Iterable[
     finally:
         for actor in pool:
             ray.kill(actor, no_restart=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# A head on this machine (tests, benchmarks)
+
+# On Linux, Ray advertises the machine's network address even for a head started with
+# --node-ip-address 127.0.0.1 and rewrites a driver's 127.0.0.1 into it; with this setting
+# (read when `ray` is imported: set it in os.environ first) head, workers and drivers stay on
+# loopback. No usage statistics either.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+class LocalHead(NamedTuple):
+    address: str  # 127.0.0.1:PORT
+    pid: int  # of `ray start --block`; its process group holds the head's processes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_head(num_cpus: int = 2, object_store_mb: int = 80,
+               start_seconds: float = 90.0) -> Iterator[LocalHead]:
+    """A Ray head on 127.0.0.1 with `num_cpus` CPUs, a small object store, no dashboard and a
+    temporary directory under /tmp (Ray's socket paths must stay short); stopped at the end.
+    The caller sets LOOPBACK_ENV in its own environment before importing ray."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    port = _free_port()
+    log_path = Path(temp) / "head.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [str(ray_cli), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+             "--port", str(port), "--num-cpus", str(num_cpus),
+             "--object-store-memory", str(object_store_mb << 20), "--include-dashboard=false",
+             "--dashboard-port", str(_free_port()), "--ray-client-server-port",
+             str(_free_port()), "--temp-dir", temp, "--disable-usage-stats"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **LOOPBACK_ENV})
+    try:
+        deadline = time.monotonic() + start_seconds
+        while "Ray runtime started" not in log_path.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Ray head did not start:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield LocalHead(f"127.0.0.1:{port}", proc.pid)
+    finally:
+        proc.terminate()  # `ray start --block` stops what it started
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left in its process group
+        proc.wait()
+        shutil.rmtree(temp, ignore_errors=True)
