@@ -3,7 +3,7 @@ worker process rescheduled, a killed driver resumed, one-line errors.
 
 One head (`lab2048.scale.local_head`: `ray start --head --block` with 2 CPUs, a small object
 store, no dashboard, a temporary directory under /tmp) serves the whole module and is stopped at
-its end. Skipped where Ray is not installed (pip install '.[ray]').
+its end. Its tests are skipped where Ray is not installed (pip install '.[ray]').
 """
 
 import importlib.util
@@ -24,14 +24,14 @@ from lab2048.errors import UserError
 from lab2048.scale import LOOPBACK_ENV, _free_port, _version_mismatch, local_head
 from lab2048.teacher.config import TeacherConfig
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                                reason="Ray is not installed (pip install '.[ray]')")
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
 def head():
     """A local Ray head (2 CPUs, on loopback), stopped after the module's tests."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed (pip install '.[ray]')")
     assert "ray" not in sys.modules, "Ray was imported before its loopback settings"
     os.environ.update(LOOPBACK_ENV)  # for this process and the drivers it starts
     with local_head(num_cpus=2) as h:
@@ -181,3 +181,14 @@ def test_ray_version_mismatch_reads_as_one_line():
         "version mismatch: the cluster runs Ray 2.59.0 on Python 3.11.7, this machine Ray "
         "2.60.0 on Python 3.11.7; install the same versions on both")
     assert _version_mismatch("Could not find any running Ray instance.") is None
+
+
+def test_missing_ray_is_one_line(tmp_path):
+    code = ("import sys; sys.modules['ray'] = None  # import ray fails as where it is missing\n"
+            "from lab2048.cli import main; sys.exit(main(sys.argv[1:]))")
+    args = ("generate", "--out", tmp_path / "ds", "--games", 1, "--ray", "auto")
+    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
+                            text=True, env={**os.environ, "RAY_ADDRESS": ""})
+    assert result.returncode == 2 and not (tmp_path / "ds").exists()
+    assert result.stderr == ("lab2048: error: --ray needs Ray, which is not installed: pip "
+                             "install 'lab2048[ray]'\n")
