@@ -25,7 +25,7 @@ from lab2048.data.config import (
 from lab2048.errors import UserError
 from lab2048.serve.config import ServeConfig
 from lab2048.train.config import TrainConfig, load_train_config
-from lab2048.value_target import DEFAULT_EPSILON, DEFAULT_GAMMA
+from lab2048.value_target import DEFAULT_EPSILON
 
 
 def parse(*argv):
@@ -96,6 +96,23 @@ def test_free_tables_sections_and_load_config_without_argparse(tmp_path):
     assert build_config(WithTable, args) == WithTable("b", Inner(), {"k": "v"})
 
 
+@dataclass
+class Optional:
+    gamma: float | None = field(default=None, metadata={"help": "discount (unset: the model's)"})
+    lam: float | None = field(default=None, metadata={"help": "TD(lambda)", "flag": "--lambda"})
+
+
+def test_options_that_may_stay_unset_and_other_flag_names(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_config_args(parser, Optional)
+    assert build_config(Optional, parser.parse_args([])) == Optional(None, None)
+    args = parser.parse_args(["--lambda", "0.9", "--set", "gamma=1"])
+    assert build_config(Optional, args) == Optional(1.0, 0.9)
+    assert "--lam " not in parser.format_help() and "(default" not in parser.format_help()
+    with pytest.raises(UserError, match="gamma must be float"):
+        load_config(Optional, None, ["gamma='x'"])
+
+
 def test_positionals_take_values_from_the_command_line_or_the_file(tmp_path):
     assert build_config(ReplayConfig, parse("replay", "a.txt", "b.txt.gz")).files == [
         "a.txt", "b.txt.gz"]
@@ -139,7 +156,7 @@ def test_readme_command_table_parses_as_documented():
         "--epsilon", "0.01", "--workers", "2", "--output", "O"))
     assert cfg == ValueSidecarConfig("D", 0.99, 1.0, 0.01, 2, "O")
     plain = build_config(ValueSidecarConfig, parse("value-sidecar", "--dataset", "D"))
-    assert (plain.gamma, plain.epsilon) == (DEFAULT_GAMMA, DEFAULT_EPSILON)
+    assert (plain.gamma, plain.epsilon) == (None, DEFAULT_EPSILON)  # None: the model's, or default
     args = parse("train", "--config", "c.toml", "--set", "train.steps=5", "--resume")
     assert (str(args.config), args.set, args.resume) == ("c.toml", ["train.steps=5"], True)
     cfg = build_config(ServeConfig, parse("serve", "--init", "I", "--tcp", "0.0.0.0:8000"))

@@ -165,7 +165,7 @@ def test_config_json_round_trip_and_policy_only_configs(tmp_path):
     (lambda d: d.update(heads=3), "must divide"),
     (lambda d: d["value_head"].update(objective="l1"), "value_head.objective"),
     (lambda d: d["value_head"]["support"].update(n=1), "at least 2 atoms"),
-    (lambda d: d["value_head"]["support"].update(extra=1), "value_head.support.'extra'"),
+    (lambda d: d["value_head"]["support"].update(extra=1), "'value_head.support.extra'"),
 ])
 def test_bad_configs_are_one_line_errors_naming_the_file(tmp_path, edit, message):
     data = json.loads(tiny().to_json())

@@ -434,17 +434,21 @@ def test_undecodable_request_bytes_get_invalid_argument():
     async def scenario():
         server = await start_server(model, "127.0.0.1:0", max_batch=8, max_wait_ms=1)
         channel = grpc.aio.insecure_channel(server.address)
-        raw = channel.unary_unary("/lab2048.inference.v1.Inference/Infer")  # bytes in, out
-        with pytest.raises(grpc.aio.AioRpcError) as e:
-            await raw(b"\x0a\xff\x01")  # field 1, length 255, then the bytes end
+        errors = []
+        for method in ("Infer", "Describe"):  # bytes in, bytes out
+            raw = channel.unary_unary(f"/lab2048.inference.v1.Inference/{method}")
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await raw(b"\x0a\xff\x01")  # field 1, length 255, then the bytes end
+            errors.append(e.value)
         ok = await pb_grpc.InferenceStub(channel).Infer(make_request(boards(1)))
         await channel.close()
         await server.stop(0.5)
-        return e.value, ok
+        return errors, ok
 
-    error, ok = asyncio.run(scenario())
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "not an InferRequest" in error.details() and len(ok.results) == 1
+    (infer, describe), ok = asyncio.run(scenario())
+    assert infer.code() == describe.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "the request does not decode as InferRequest" in infer.details()
+    assert "decode as DescribeRequest" in describe.details() and len(ok.results) == 1
 
 
 def test_board_without_a_legal_move_gets_probabilities_zero():
@@ -474,7 +478,12 @@ def test_describe_reports_the_value_target_of_the_init(tmp_path):
         assert client.value_target() == target
     assert json.loads(d.value_target_json)["gamma"] == 0.99
     assert "γ = 0.99" in d.value_target and "afterstate" in d.value_target
-    old = pb.DescribeResponse.FromString(  # a client built before the field reads the rest
-        pb.DescribeResponse(policy_head="action_policy", value_target_json="{}")
-        .SerializeToString())
-    assert old.policy_head == "action_policy"
+    # wire compatibility: field 17 is new and optional; an older server's answer (fields up
+    # to 16 only) reads as "" and None, and a reader skipping field 17 keeps the rest
+    from lab2048.serve.client import value_target_of
+
+    old = pb.DescribeResponse(policy_head="action_policy", device="cpu").SerializeToString()
+    assert value_target_of(pb.DescribeResponse.FromString(old)) is None
+    new = pb.DescribeResponse(policy_head="action_policy", device="cpu",
+                              value_target_json=d.value_target_json).SerializeToString()
+    assert new.startswith(old) and new[len(old)] == (17 << 3 | 2) & 0x7F | 0x80  # tag 17

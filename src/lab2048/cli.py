@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from lab2048 import __version__
+from lab2048.annotate.config import AnnotateConfig, ViewConfig
 from lab2048.config import add_config_args, build_config
 from lab2048.data.config import (
     CheckConfig,
@@ -109,13 +110,26 @@ def _pack(args: argparse.Namespace) -> int:
 def _value_sidecar(args: argparse.Namespace) -> int:
     from lab2048.data.dataset import default_dataset
     from lab2048.data.sidecar import SidecarConfig, build_sidecar, format_summary
+    from lab2048.value_target import DEFAULT_GAMMA
 
     cfg = build_config(ValueSidecarConfig, args)
     dataset = Path(cfg.dataset) if cfg.dataset else default_dataset()
     output = Path(cfg.output) if cfg.output else None
-    sidecar = SidecarConfig(gamma=cfg.gamma, reward_scale=cfg.reward_scale, epsilon=cfg.epsilon)
+    kind, gamma = "monte_carlo", cfg.gamma
+    if cfg.bootstrap:
+        from lab2048.data.bootstrap import bootstrap_gamma
+
+        kind = "n_step" if cfg.n_step is not None else "lambda"
+        gamma = bootstrap_gamma(Path(cfg.bootstrap), gamma)
+        if gamma is None:
+            print(f"lab2048: note: {cfg.bootstrap} has no value-target.json; using gamma "
+                  f"{DEFAULT_GAMMA}", file=sys.stderr)
+    sidecar = SidecarConfig(gamma=gamma or DEFAULT_GAMMA, reward_scale=cfg.reward_scale,
+                            epsilon=cfg.epsilon, kind=kind, n=cfg.n_step or 0,
+                            lam=cfg.lam or 0.0)
     meta = build_sidecar(dataset, sidecar, output=output, workers=cfg.workers,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite,
+                         bootstrap=Path(cfg.bootstrap) if cfg.bootstrap else None)
     print(format_summary(meta, output or dataset))
     return 0
 
@@ -129,15 +143,67 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_value_sidecar_args(p: argparse.ArgumentParser) -> None:
-    add_config_args(p, ValueSidecarConfig)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing sidecar")
-    p.set_defaults(run=_value_sidecar)
+def _annotate(args: argparse.Namespace) -> int:
+    from lab2048.annotate.run import annotate, format_summary
+
+    cfg = build_config(AnnotateConfig, args)
+    manifest = annotate(cfg, resume=args.resume, overwrite=args.overwrite)
+    print(format_summary(manifest, Path(cfg.out or cfg.dataset)))
+    return 0
 
 
-_VALUE_SIDECAR_HELP = ("Compute per-step rewards and discounted returns (raw, and h-transformed "
-                       "of the scaled rewards) aligned 1:1 with a packed dataset's shards: "
-                       "values-NNNNN.npy and values.json.")
+def _view(args: argparse.Namespace) -> int:
+    from lab2048.viewer.app import serve
+
+    return serve(build_config(ViewConfig, args))
+
+
+def configure(p: argparse.ArgumentParser, config, run, *, overwrite: str = "",
+              flags: bool = True) -> argparse.ArgumentParser:
+    """A command's parser: its config's arguments (`add_config_args`), `--overwrite` with this
+    help where it writes outputs, and its `run(args)` function."""
+    add_config_args(p, config, flags=flags)
+    if overwrite:
+        p.add_argument("--overwrite", action="store_true", help=overwrite)
+    p.set_defaults(run=run)
+    return p
+
+
+def command(sub, name: str, config, run, *, help: str, **kw) -> argparse.ArgumentParser:
+    """A subcommand `name` (see `configure`), described by DESCRIPTIONS, else by its
+    config's docstring."""
+    p = sub.add_parser(name, help=help, description=DESCRIPTIONS.get(name, config.__doc__))
+    return configure(p, config, run, **kw)
+
+
+DESCRIPTIONS = {  # of the commands whose config has no docstring of its own (yet)
+    "annotate": """Run a model over a packed dataset and write, aligned 1:1 with its steps
+        shards, the policy's move probabilities and argmax (annotations-NNNNN.npy), the value
+        and the 1-ply Q of each move (annotations-value-NNNNN.npy), the value atoms of
+        categorical heads (annotations-value-bins-NNNNN.npy) and annotation_manifest.json. Per
+        shard; --resume continues an interrupted run.""",
+    "view": """Serve a web page (http://127.0.0.1:8048 by default) to browse a dataset's runs
+        step by step: the board, the teacher's and the model's moves and values,
+        disagreements, and value rails (predicted value against the realised return). Ctrl-C
+        stops it.""",
+    "play": """Play seeded games with a baseline agent or a model's policy (--init DIR in
+        process, --server ADDR through `lab2048 serve`); print a summary and optionally write
+        games.csv, summary.json and scores.png to --out.""",
+    "value-smoke": """Play short seeded rollouts with a model's policy and compare the value
+        head's prediction at every step with the discounted return realised afterwards in the
+        same rollout: MAE, correlation and explained variance in points, value-smoke.json,
+        steps.csv and value-smoke.png.""",
+    "generate": """Play seeded games with the expectimax teacher in worker processes and
+        write a packed dataset. An interrupted run resumes when the same command is run
+        again.""",
+    "train": """Train the model on a packed dataset joined with its value sidecar: a TOML
+        config (sections data, model, objective, optim, train; see configs/train/), then --set
+        overrides. Writes metrics.jsonl, curves.png, checkpoint.pt and the init directory to
+        train.out.""",
+}
+
+
+_VALUE_SIDECAR_OVERWRITE = "replace an existing sidecar"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,82 +214,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lab2048 {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("play", help="play games with an agent and summarise them",
-                       description="Play seeded games with a baseline agent or a model's policy "
-                       "(--init DIR in process, --server ADDR through `lab2048 serve`); print "
-                       "a summary and optionally write games.csv, summary.json and scores.png "
-                       "to --out.")
-    add_config_args(p, PlayConfig)
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.set_defaults(run=_play)
-
-    p = sub.add_parser("serve", help="serve a model over gRPC (micro-batched)",
-                       description="Serve a model init directory with the gRPC Inference "
-                       "service (proto/lab2048/inference/v1/inference.proto) and the standard "
-                       "health service. Concurrent requests share forward passes. Listens on "
-                       "127.0.0.1:50051 unless told otherwise; SIGTERM or SIGINT shut it down "
-                       "gracefully.")
-    add_config_args(p, ServeConfig)
-    p.set_defaults(run=_serve)
-
-    p = sub.add_parser("value-smoke", help="predicted values against realised returns",
-                       description="Play short seeded rollouts with a model's policy and compare "
-                       "the value head's prediction at every step with the discounted return "
-                       "realised afterwards in the same rollout: MAE, correlation and explained "
-                       "variance in points, value-smoke.json, steps.csv and value-smoke.png.")
-    add_config_args(p, ValueSmokeConfig)
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.set_defaults(run=_value_smoke)
-
-    p = sub.add_parser("replay", help="check the engine against macroxue/2048-ai text logs",
-                       description="Replay macroxue/2048-ai `-v` game logs (.txt or .txt.gz) "
-                       "through the engine: every move, reward and the final position must "
-                       "agree. Exits 1 if any game disagrees.")
-    add_config_args(p, ReplayConfig)
-    p.set_defaults(run=_replay)
-
-    p = sub.add_parser("check", help="validate a packed dataset and summarise it",
-                       description="Check a packed dataset (dtype, run contiguity, step order, "
-                       "runs table, legality of every move, boards following from move + one "
-                       "spawn, ev_legal against the board) and print a summary. Problems are "
-                       "listed per run; exits 1 if there are any. Without DATASET, checks the "
-                       "small dataset embedded in the package.")
-    add_config_args(p, CheckConfig)
-    p.set_defaults(run=_check)
-
-    p = sub.add_parser("generate", help="play teacher games into a packed dataset",
-                       description="Play seeded games with the expectimax teacher in worker "
-                       "processes and write a packed dataset. An interrupted run resumes when "
-                       "the same command is run again.")
-    add_config_args(p, GenerateConfig)
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing dataset (and discard a staged run with other "
-                   "settings)")
-    p.set_defaults(run=_generate)
-
-    p = sub.add_parser("pack", help="import Macroxue logs into a packed dataset",
-                       description="Import Macroxue logs (NAME.jsonl.gz + NAME.meta.json) or "
-                       "macroxue/2048-ai `-v` text output (.txt, .txt.gz) into a packed dataset. "
-                       "Malformed or inconsistent games are reported and skipped; the exit "
-                       "status is 1 if any was.")
-    add_config_args(p, PackConfig)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    p.set_defaults(run=_pack)
-
-    p = sub.add_parser("value-sidecar", help="rewards and discounted returns for a dataset",
-                       description=_VALUE_SIDECAR_HELP)
-    _add_value_sidecar_args(p)
-
-    p = sub.add_parser("train", help="train policy and value heads on a dataset and sidecar",
-                       description="Train the model on a packed dataset joined with its value "
-                       "sidecar: a TOML config (sections data, model, objective, optim, train; "
-                       "see configs/train/), then --set overrides. Writes metrics.jsonl, "
-                       "curves.png, checkpoint.pt and the init directory to train.out.")
-    add_config_args(p, TrainConfig, flags=False)
+    command(sub, "play", PlayConfig, _play, help="play games with an agent and summarise them",
+            overwrite="replace existing outputs")
+    command(sub, "serve", ServeConfig, _serve, help="serve a model over gRPC (micro-batched)")
+    command(sub, "value-smoke", ValueSmokeConfig, _value_smoke,
+            help="predicted values against realised returns", overwrite="replace existing outputs")
+    command(sub, "replay", ReplayConfig, _replay,
+            help="check the engine against macroxue/2048-ai text logs")
+    command(sub, "check", CheckConfig, _check, help="validate a packed dataset and summarise it")
+    command(sub, "generate", GenerateConfig, _generate,
+            help="play teacher games into a packed dataset", overwrite="replace an existing "
+            "dataset (and discard a staged run with other settings)")
+    command(sub, "pack", PackConfig, _pack, help="import Macroxue logs into a packed dataset",
+            overwrite="replace an existing dataset")
+    command(sub, "value-sidecar", ValueSidecarConfig, _value_sidecar,
+            help="rewards and discounted returns for a dataset",
+            overwrite=_VALUE_SIDECAR_OVERWRITE)
+    p = command(sub, "train", TrainConfig, _train, flags=False,
+                help="train policy and value heads on a dataset and sidecar",
+                overwrite="replace an existing run")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in train.out from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run")
-    p.set_defaults(run=_train)
+    p = command(sub, "annotate", AnnotateConfig, _annotate,
+                help="a model's outputs beside every step of a dataset",
+                overwrite="replace existing annotations")
+    p.add_argument("--resume", action="store_true",
+                   help="continue annotations with the same settings, skipping finished shards")
+    command(sub, "view", ViewConfig, _view,
+            help="a web viewer of a dataset, its annotations and values")
     return parser
 
 
@@ -244,8 +262,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def value_sidecar_main() -> int:
     """The `value-sidecar` command: `lab2048 value-sidecar` under its own name."""
-    parser = argparse.ArgumentParser(prog="value-sidecar", description=_VALUE_SIDECAR_HELP)
-    _add_value_sidecar_args(parser)
+    parser = argparse.ArgumentParser(prog="value-sidecar", description=ValueSidecarConfig.__doc__)
+    configure(parser, ValueSidecarConfig, _value_sidecar, overwrite=_VALUE_SIDECAR_OVERWRITE)
     return _run(parser.parse_args())
 
 

@@ -1,25 +1,30 @@
 """The one configuration mechanism of every command: a dataclass with defaults in code,
 overridden by a TOML file, then by `--set section.key=value`, then by flags.
 
-Each field of a config dataclass becomes a flag (`max_moves` -> `--max-moves`, bools get
-`--x/--no-x`), its help taken from `field(metadata={"help": ...})`. A field holding another
-dataclass is a section: a `[name]` table in TOML, its options flat on the command line and
-dotted in `--set` (`--set teacher.depth=3`). A field typed `dict` is a free table (TOML and
-`--set` only; its owner checks it). `--config FILE.toml` loads a table of the same names;
-unknown keys and wrong types are one-line errors naming the file (or `--set`) and key.
-Validation of values lives in each dataclass's `__post_init__` (raise ValueError).
-
-Field metadata besides "help": "metavar", "choices" (also given to argparse), and
-"positional": True for a positional argument (`list[str]` fields take any number of values;
-the config's own check says how many it needs, so a file can give them too).
-
     from lab2048.config import add_config_args, build_config, load_config
     add_config_args(parser, ServeConfig)        # --config, --set and one flag per option
     cfg = build_config(ServeConfig, args)       # defaults < file < --set < flags
     cfg = load_config(TrainConfig, path, sets)  # the same without argparse
 
-Also the one device rule (`check_device`: auto, cpu, cuda or cuda:N). Standard library only:
-the command line builds its parsers before importing numpy.
+Choices
+- Each field of a config dataclass becomes a flag (`max_moves` -> `--max-moves`, bools get
+  `--x/--no-x`), its help taken from `field(metadata={"help": ...})`. A field holding another
+  dataclass is a section: a `[name]` table in TOML, dotted in `--set` (`--set
+  teacher.depth=3`), its options flat on the command line (two options sharing a flag name
+  are an error when the parser is built). A field typed `dict` is a free table (TOML and
+  `--set` only; its owner checks it); `add_config_args(..., flags=False)` gives a config of
+  many sections only `--config` and `--set`.
+- A field typed `X | None` (default None) may stay unset: TOML cannot say None, so it is
+  None until a file, `--set` or a flag gives a value.
+- Field metadata besides "help": "metavar", "choices" (also given to argparse), "flag"
+  (another flag name, e.g. "--lambda" for a field `lam`), and "positional": True for a
+  positional argument (`list[str]` fields take any number of values; the config's own check
+  says how many it needs, so a file can give them too).
+- Unknown keys and wrong types are one-line UserErrors naming the file (or `--set`) and the
+  key; values are validated in each dataclass's `__post_init__` (raise ValueError), which
+  `build_config` turns into a one-line UserError.
+- One device rule (`check_device`: auto, cpu, cuda or cuda:N) for every command.
+- Standard library only: the command line builds its parsers before importing numpy.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tomllib
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -46,7 +52,10 @@ def check_device(device: str) -> None:
 
 
 def _leaf_type(typ) -> type:
-    """int, float, str, bool, list (of str), or dict (a free table) for a field's type hint."""
+    """int, float, str, bool, list (of str), or dict (a free table) for a field's type hint
+    (X for X | None)."""
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        (typ,) = [t for t in typing.get_args(typ) if t is not type(None)]
     origin = typing.get_origin(typ) or typ
     if origin in (list, dict):
         return origin
@@ -91,10 +100,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls, *, sets: bool = True,
             parser.add_argument(dest, nargs="*" if typ is list else "?",
                                 metavar=meta.get("metavar", path[-1].upper()), **kwargs)
             continue
-        flag = "--" + path[-1].replace("_", "-")
+        flag = meta.get("flag", "--" + path[-1].replace("_", "-"))
         assert flag not in seen, f"two options of {cls.__name__} would share {flag}"
         seen.add(flag)
-        if _default(f) != "":  # an empty default's meaning is in the help
+        if _default(f) not in ("", None):  # then the help says what unset means
             kwargs["help"] += f" (default: {_default(f)!r})"
         if typ is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, dest=dest, **kwargs)

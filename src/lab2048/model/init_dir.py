@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from lab2048.config import check_device
 from lab2048.errors import UserError
-from lab2048.io import _umask, publish_dir, temp_dir_beside
+from lab2048.io import publish_dir, temp_dir_beside
 from lab2048.model.config import ModelConfig
 from lab2048.model.model import Model
 from lab2048.model.tokenizer import EvBins
@@ -50,7 +50,6 @@ def save_init(model: Model, path: str | Path, *, overwrite: bool = False,
         state = {k: v.detach().to("cpu", copy=True).contiguous()
                  for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        (tmp / WEIGHTS).chmod(0o666 & ~_umask())  # safetensors writes 0600
         if model.bins is not None:
             (tmp / TOKENIZER).write_text(model.bins.to_json())
         for name, obj in (extra_json or {}).items():

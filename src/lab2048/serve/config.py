@@ -13,6 +13,11 @@ DEFAULT_TCP = "127.0.0.1:50051"
 
 @dataclass
 class ServeConfig:
+    """Serve a model init directory with the gRPC Inference service
+    (proto/lab2048/inference/v1/inference.proto) and the standard health service. Concurrent
+    requests share forward passes. Listens on 127.0.0.1:50051 unless told otherwise; SIGTERM
+    or SIGINT shut it down gracefully."""
+
     init: str = field(default="", metadata={"help": "model init directory (required)",
                                             "metavar": "DIR"})
     tcp: str = field(default="", metadata={"help": f"TCP address (default: {DEFAULT_TCP})",
@@ -34,7 +39,7 @@ class ServeConfig:
         if self.tcp and self.uds:
             raise ValueError("give --tcp or --uds, not both")
         if not self.uds:
-            tcp_address(self.tcp or DEFAULT_TCP, allow_any=False)
+            tcp_address(self.tcp or DEFAULT_TCP)
         check_device(self.device)
         if self.max_batch < 1:
             raise ValueError(f"--max-batch must be at least 1, got {self.max_batch}")
@@ -45,19 +50,18 @@ class ServeConfig:
 
     @property
     def address(self) -> str:
-        """The gRPC bind address: unix:PATH (absolute), or HOST:PORT with a port in 1..65535
-        (0 in tests: any free port)."""
+        """The gRPC bind address: unix:PATH (absolute), or HOST:PORT."""
         if self.uds:
             return f"unix:{Path(self.uds).absolute()}"
-        return tcp_address(self.tcp or DEFAULT_TCP, allow_any=False)
+        return tcp_address(self.tcp or DEFAULT_TCP)
 
 
-def tcp_address(tcp: str, allow_any: bool = True) -> str:
-    """HOST:PORT checked: a port of 1..65535 (0, any free port, where allow_any); an empty
-    host is 127.0.0.1. ValueError naming --tcp otherwise."""
+def tcp_address(tcp: str) -> str:
+    """HOST:PORT checked, with a port of 1..65535 (gRPC would take 99999 modulo 65536); an
+    empty host is 127.0.0.1. ValueError naming --tcp otherwise."""
     host, sep, port = tcp.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"--tcp wants HOST:PORT, got {tcp!r}")
-    if not (0 if allow_any else 1) <= int(port) <= 65535:
+    if not 1 <= int(port) <= 65535:
         raise ValueError(f"--tcp {tcp}: port must be in 1..65535")
     return f"{host or '127.0.0.1'}:{int(port)}"

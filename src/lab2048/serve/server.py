@@ -8,8 +8,8 @@ Choices:
   socket; serves the standard health service (grpc.health.v1) for "" and the Inference
   service, which turns NOT_SERVING when shutdown begins.
 - Bad requests get INVALID_ARGUMENT with the item and the problem (also bytes that do not
-  decode as an InferRequest: the Infer handler's deserializer never raises); a failing forward
-  gets INTERNAL for the calls in its batch only; the server keeps serving either way.
+  decode as the request message: the deserializers never raise); a failing forward gets
+  INTERNAL for the calls in its batch only; the server keeps serving either way.
 - A board with no legal move gets move probabilities 0 for all four moves (`move_probs`).
 - Before gRPC binds, the address is checked with a plain socket, so a busy port or a socket
   path where another server answers is one line (`lab2048 serve` also sets GRPC_VERBOSITY=NONE
@@ -86,18 +86,29 @@ def describe_model(model: Model, init_dir: str | Path | None = None, max_batch: 
     return d
 
 
+@dataclass
 class Undecodable:
-    """What the Infer handler receives for request bytes that are not an InferRequest."""
+    """What a handler receives for request bytes that do not decode as its message."""
 
-    def __init__(self, error: str):
-        self.error = error
+    message: str  # the expected message's name
+    error: str
 
 
-def _parse_infer_request(data: bytes):
-    try:
-        return pb.InferRequest.FromString(data)
-    except DecodeError as e:
-        return Undecodable(str(e) or "cannot decode")
+def _lenient(message_cls):
+    """A request deserializer that returns Undecodable instead of raising (gRPC would answer
+    UNKNOWN), so the handler can answer INVALID_ARGUMENT."""
+    def parse(data: bytes):
+        try:
+            return message_cls.FromString(data)
+        except DecodeError as e:
+            return Undecodable(message_cls.__name__, str(e) or "cannot decode")
+    return parse
+
+
+async def _refuse_undecodable(request, context) -> None:
+    if isinstance(request, Undecodable):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"the request does not decode as {request.message} ({request.error})")
 
 
 class InferenceService(pb_grpc.InferenceServicer):
@@ -107,12 +118,11 @@ class InferenceService(pb_grpc.InferenceServicer):
         self.description = description
 
     async def Describe(self, request, context):
+        await _refuse_undecodable(request, context)
         return self.description
 
     async def Infer(self, request, context):
-        if isinstance(request, Undecodable):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"the request is not an InferRequest ({request.error})")
+        await _refuse_undecodable(request, context)
         items = request.items
         mode = request.output_mode
         if not items:
@@ -184,16 +194,15 @@ class RunningServer:
 
 
 def _add_inference_service(service: InferenceService, server: grpc.aio.Server) -> None:
-    """The generated registration, except that Infer's request bytes are parsed leniently
-    (`_parse_infer_request`), so undecodable bytes reach Infer and get INVALID_ARGUMENT."""
+    """The generated registration, except that request bytes are parsed leniently
+    (`_lenient`), so undecodable bytes reach the handler and get INVALID_ARGUMENT."""
     handlers = {
-        "Infer": grpc.unary_unary_rpc_method_handler(
-            service.Infer, request_deserializer=_parse_infer_request,
-            response_serializer=pb.InferResponse.SerializeToString),
-        "Describe": grpc.unary_unary_rpc_method_handler(
-            service.Describe, request_deserializer=pb.DescribeRequest.FromString,
-            response_serializer=pb.DescribeResponse.SerializeToString),
-    }
+        name: grpc.unary_unary_rpc_method_handler(
+            method, request_deserializer=_lenient(request),
+            response_serializer=response.SerializeToString)
+        for name, method, request, response in (
+            ("Infer", service.Infer, pb.InferRequest, pb.InferResponse),
+            ("Describe", service.Describe, pb.DescribeRequest, pb.DescribeResponse))}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
 
