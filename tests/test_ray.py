@@ -110,6 +110,7 @@ def test_killed_worker_and_killed_driver_leave_the_same_dataset(head, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming: {kept} of 10 games already played" in resumed.stderr
     assert f"10 games ({10 - kept} played now)" in resumed.stdout
+    assert f"ray: {head.address}: 1 node(s), 2 CPUs" in resumed.stderr
     local = _cli("generate", "--out", tmp_path / "local", *args[3:-2], "--workers", 2)
     assert local.returncode == 0, local.stderr
     assert _files(out) == _files(tmp_path / "local")
@@ -128,6 +129,21 @@ def test_pack_on_ray_is_the_same_bytes_as_local(head, tmp_path):
     assert local.games == remote.games == 3 and local.steps == remote.steps
     assert local.skipped == remote.skipped and len(remote.skipped) == 2
     assert local.ev_legal_differs == remote.ev_legal_differs
+    assert _files(tmp_path / "local") == _files(tmp_path / "remote")
+
+
+def test_annotate_on_ray_is_the_same_bytes_as_local(head, tmp_path):
+    from annotated import small_dataset, tiny_init
+
+    ds, init = small_dataset(tmp_path / "ds"), tiny_init(tmp_path / "init")
+    base = ("annotate", "--init", init, "--dataset", ds, "--threads", 1, "--batch", 128,
+            "--no-value-sidecar")
+    local = _cli(*base, "--out", tmp_path / "local")
+    assert local.returncode == 0, local.stderr
+    remote = _cli(*base, "--out", tmp_path / "remote", "--ray", head.address)
+    assert remote.returncode == 0, remote.stderr
+    assert f"ray: {head.address}: 1 node(s), 2 CPUs" in remote.stderr
+    assert len(list((tmp_path / "local").glob("annotations-*.npy"))) == 3
     assert _files(tmp_path / "local") == _files(tmp_path / "remote")
 
 

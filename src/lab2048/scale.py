@@ -53,6 +53,8 @@ from lab2048.errors import UserError
 RAY_HELP = ("run on the Ray cluster at ADDRESS (host:port, ray://host:port, or auto: RAY_ADDRESS "
             "or the cluster started on this machine) instead of local worker processes; needs "
             "pip install 'lab2048[ray]'")
+RAY_GPUS_HELP = ("with --ray: GPUs each model actor reserves (0: CPU actors; 1, or 0.5 for two "
+                 "actors a GPU)")
 RETRIES = 3  # times Ray reruns a task whose worker or node died
 PROBE_SECONDS = 5.0  # TCP probe of an explicit address
 START_SECONDS = 120.0  # waiting for each node's version probe (a worker process may need to start)
@@ -259,6 +261,37 @@ def actor_map(ray, cls: type, init_args: tuple, method: str, arglists: Iterable[
     finally:
         for actor in pool:
             ray.kill(actor, no_restart=True)
+
+
+def fit_actors(ray, units: int, *, num_cpus: float, num_gpus: float) -> int:
+    """How many actors of this size the cluster holds at once, at most `units` (at least 1)."""
+    resources = ray.cluster_resources()
+    fit = resources.get("CPU", 1) // max(num_cpus, 1e-9)
+    if num_gpus > 0:
+        fit = min(fit, resources.get("GPU", 0) // num_gpus)
+        if fit < 1:
+            raise UserError(f"--ray-gpus {num_gpus:g}: the cluster has "
+                            f"{resources.get('GPU', 0):g} GPUs")
+    return int(max(1, min(units, fit)))
+
+
+def read_files(directory: str | Path) -> dict[str, bytes]:
+    """The files at the top of a small directory (a model init), to send to actors: the nodes
+    need not see the driver's disk."""
+    directory = Path(directory)
+    try:
+        return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+    except OSError as e:
+        raise UserError(f"{directory}: cannot read ({e.strerror})") from None
+
+
+def materialize(files: dict[str, bytes]) -> tempfile.TemporaryDirectory:
+    """On a worker: `files` written into a new temporary directory (removed when the returned
+    object is garbage collected; its path is `.name`)."""
+    tmp = tempfile.TemporaryDirectory(prefix="lab2048-")
+    for name, data in files.items():
+        (Path(tmp.name) / name).write_bytes(data)
+    return tmp
 
 
 # ---------------------------------------------------------------------------------------------
