@@ -190,17 +190,22 @@ def cluster(address: str) -> Iterator[Any]:
 
 
 def _get(ray, ref, what: str):
-    """ray.get, with lab2048's UserError re-raised as itself (one line) and a worker that died
-    every time as a UserError; other exceptions keep Ray's remote traceback."""
+    """ray.get with one-line errors (see _reraise)."""
     try:
         return ray.get(ref)
-    except ray.exceptions.RayTaskError as e:
+    except ray.exceptions.RayError as e:
+        _reraise(ray, e, what)
+
+
+def _reraise(ray, e: Exception, what: str):
+    """lab2048's UserError raised in a task re-raised as itself (one line), a worker that died
+    every time as a UserError; other exceptions keep Ray's remote traceback."""
+    if isinstance(e, ray.exceptions.RayTaskError):
         if isinstance(e.cause, UserError):
             raise e.cause from None
-        raise
-    except ray.exceptions.RayError as e:
-        raise UserError(f"{what}: the Ray worker running it died {RETRIES + 1} times "
-                        f"({_one_line(e)})") from None
+        raise e
+    raise UserError(f"{what}: the Ray worker running it died {RETRIES + 1} times "
+                    f"({_one_line(e)})") from None
 
 
 def task_map(ray, fn: Callable, arglists: Iterable[tuple], *, ordered: bool = False,
@@ -234,30 +239,60 @@ def task_map(ray, fn: Callable, arglists: Iterable[tuple], *, ordered: bool = Fa
             ray.cancel(ref, force=True)
 
 
+class Actor:
+    """The Ray actor of `actor_map`: holds `cls(*args)` and calls its methods."""
+
+    def __init__(self, cls: type, args: tuple):
+        self.obj = cls(*args)
+
+    def call(self, method: str, *args):
+        return getattr(self.obj, method)(*args)
+
+
 def actor_map(ray, cls: type, init_args: tuple, method: str, arglists: Iterable[tuple], *,
               actors: int, num_cpus: float = 1, num_gpus: float = 0,
               what: Callable[[int], str] = str) -> Iterator[tuple[int, Any]]:
-    """Start `actors` instances of `cls(*init_args)` (each holding, say, a model), call
-    `method(*args)` for each tuple in `arglists` spread over them; yield (position, result) as
-    they finish. An actor whose process or node dies is restarted (its __init__ runs again) and
-    its unfinished calls are retried on it; `num_gpus` per actor reserves a GPU for each."""
-    remote_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=RETRIES,
-                            max_task_retries=RETRIES)(cls)
-    pool = [remote_cls.remote(*init_args) for _ in range(max(1, actors))]
+    """Start `actors` instances of `cls(*init_args)` (each holding, say, a model; the arguments
+    go to the object store once), call `method(*args)` for each tuple in `arglists` spread
+    over them; yield (position, result) as they finish. `num_gpus` per actor reserves GPUs.
+
+    An actor whose process or node dies is replaced by a new one (its __init__ runs again) and
+    its unfinished call is sent to it, RETRIES times per call. (Done here rather than with
+    Ray's max_restarts, which warns on every actor whose arguments are in the object store.)
+    """
+    remote_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(Actor)
+    shipped = ray.put(init_args)
+    pool = [remote_cls.remote(cls, shipped) for _ in range(max(1, actors))]
     todo = enumerate(arglists)
-    pending: dict = {}  # ref -> (position, actor index)
+    pending: dict = {}  # ref -> (position, args, actor index)
+    failures: dict[int, int] = {}  # position -> times its actor died
     idle = deque(range(len(pool)))
+
+    def submit(a: int, position: int, args: tuple) -> None:
+        pending[pool[a].call.remote(method, *args)] = (position, args, a)
+
     try:
         while True:
             while idle and (nxt := next(todo, None)) is not None:
-                a = idle.popleft()
-                pending[getattr(pool[a], method).remote(*nxt[1])] = (nxt[0], a)
+                submit(idle.popleft(), *nxt)
             if not pending:
                 return
             done, _ = ray.wait(list(pending), num_returns=1)
-            position, a = pending.pop(done[0])
+            position, args, a = pending.pop(done[0])
+            try:
+                result = ray.get(done[0])
+            except ray.exceptions.RayActorError as e:
+                failures[position] = failures.get(position, 0) + 1
+                if failures[position] > RETRIES:
+                    _reraise(ray, e, what(position))
+                ray.kill(pool[a], no_restart=True)
+                pool[a] = remote_cls.remote(cls, shipped)
+                submit(a, position, args)
+                continue
+            except ray.exceptions.RayError as e:
+                _reraise(ray, e, what(position))
             idle.append(a)
-            yield position, _get(ray, done[0], what(position))
+            yield position, result
     finally:
         for actor in pool:
             ray.kill(actor, no_restart=True)

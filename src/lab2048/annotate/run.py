@@ -316,7 +316,7 @@ def _shards_on_ray(cfg: AnnotateConfig, ds: Dataset, todo: list[int], selected, 
         threads = cfg.threads or 1
         actors = fit_actors(ray, len(todo), num_cpus=threads, num_gpus=cfg.ray_gpus)
         device = "cuda" if cfg.ray_gpus > 0 else "cpu"  # Ray shows an actor its own GPUs
-        init = (ray.put(read_files(cfg.init)), device, threads, cfg.batch)
+        init = (read_files(cfg.init), device, threads, cfg.batch)
         shards = ((np.asarray(ds.shards[i]), selected, gamma, afterstate, layout) for i in todo)
         for position, arrays in actor_map(ray, ShardAnnotator, init, "shard", shards,
                                           actors=actors, num_cpus=threads,
