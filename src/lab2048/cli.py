@@ -139,7 +139,8 @@ def _train(args: argparse.Namespace) -> int:
     from lab2048.train.trainer import train  # torch: only once the config is known good
 
     metrics = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    print(f"{cfg.train.out}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        print(f"{cfg.train.out}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return 0
 
 
