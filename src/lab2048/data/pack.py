@@ -126,13 +126,13 @@ def pack(input: Path, out: Path, *, fmt: str = "macroxue-jsonl", workers: int = 
         raise UserError(f"workers must be 0 (all cores) or more, got {workers}")
     input, out = Path(input), Path(out)
     games = _game_files(input, fmt)
-    workers = min(workers or os.cpu_count() or 1, len(games))
+    in_flight, workers = workers, min(workers or os.cpu_count() or 1, len(games))
     report = PackReport(games=0, steps=0, skipped=[], out=out)
     start = time.perf_counter()
     session = {"source": fmt, "input": input.resolve().name}
     with DatasetWriter(out, session=session, overwrite=overwrite, shard_rows=shard_rows,
                        valuation_types=VALUATION_TYPES) as writer, \
-            contextlib.closing(_results_on_ray(fmt, games, ray) if ray
+            contextlib.closing(_results_on_ray(fmt, games, ray, in_flight) if ray
                                else _results(fmt, games, workers)) as results, \
             progress_bar(progress, total=len(games), unit="game", desc="pack") as bar:
         for path, result in zip(games, results, strict=True):
@@ -208,7 +208,8 @@ def _results(fmt: str, paths: list[Path], workers: int) -> Iterator[_Packed | st
 
 # --- Ray (lab2048.scale): one task per game; the driver reads the files and sends their bytes,
 # so the nodes need no shared filesystem; results come back in file order as above
-def _results_on_ray(fmt: str, paths: list[Path], address: str) -> Iterator[_Packed | str]:
+def _results_on_ray(fmt: str, paths: list[Path], address: str,
+                    in_flight: int) -> Iterator[_Packed | str]:
     from lab2048.scale import cluster, task_map
 
     def shipped():
@@ -226,7 +227,7 @@ def _results_on_ray(fmt: str, paths: list[Path], address: str) -> Iterator[_Pack
             yield fmt, path.name, files
 
     with cluster(address) as ray:
-        for _, result in task_map(ray, _pack_shipped, shipped(), ordered=True,
+        for _, result in task_map(ray, _pack_shipped, shipped(), ordered=True, in_flight=in_flight,
                                   what=lambda i: str(paths[i])):
             if isinstance(result, _Packed):  # rows from Ray's object store are read-only
                 result = replace(result, rows=result.rows.copy())
