@@ -481,3 +481,20 @@ def test_value_sidecar_refuses_bytes_after_a_shard(tmp_path):
     result = _cli("value-sidecar", "--dataset", tmp_path / "ds")
     assert result.returncode == 2 and "steps-00000.npy: 46 bytes after the array" in \
         result.stderr
+
+
+def test_long_runs_over_many_chunks_give_the_same_bytes(tmp_path):
+    from lab2048.data.dataset import default_dataset
+
+    build_sidecar(default_dataset(), SidecarConfig(), output=tmp_path / "one", progress=False)
+    build_sidecar(default_dataset(), SidecarConfig(), output=tmp_path / "many", progress=False,
+                  chunk_rows=300, workers=2)  # runs of thousands of rows cross many cells
+    one = _values_of(default_dataset(), tmp_path / "one")
+    assert one.tobytes() == _values_of(default_dataset(), tmp_path / "many").tobytes()
+
+
+def test_an_empty_dataset_has_an_empty_sidecar(tmp_path):
+    _write(tmp_path / "ds", [])
+    meta = build_sidecar(tmp_path / "ds", SidecarConfig(), progress=False)
+    assert (meta["rows"], meta["runs"], meta["truncated_runs"]) == (0, 0, [])
+    assert len(_values(tmp_path / "ds")) == 0

@@ -11,6 +11,7 @@ Choices
   never touches a live run's, nor any other file.
 - A failed write (a full disk, a read-only directory) is one line, `PATH: cannot write
   (No space left on device)`, and the temporary is removed: nothing half-written is published.
+  Files that belong together are published by `atomic_files`: all of them or none.
 - Published files get the mode a new file gets under the umask (0666 & ~umask), whatever the
   library that wrote them chose (safetensors writes 0600): `follow_umask`.
 """
@@ -147,6 +148,33 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_files(paths: list[Path]) -> Iterator[list[Path]]:
+    """`atomic_path` for a set of files that belong together (games.csv, summary.json and
+    scores.png, say): temporaries for all, renamed into place only once every one is written,
+    so a failure (a full disk) leaves the earlier set whole, never a mix."""
+    with contextlib.ExitStack() as stack:
+        temps = [stack.enter_context(_temp_file(Path(p))) for p in paths]
+        with disk_errors(Path(paths[0]).parent if paths else Path(".")):
+            yield temps
+            for tmp in temps:
+                follow_umask(tmp)
+        for tmp, path in zip(temps, paths, strict=True):
+            os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _temp_file(path: Path) -> Iterator[Path]:
+    remove_stale_temps(path)
+    with disk_errors(path):
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    try:
+        yield Path(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def temp_dir_beside(path: Path) -> Path:

@@ -195,12 +195,12 @@ def check_dataset(root: Path, chunk_rows: int = 1 << 20, progress=None) -> Check
         for bit, text in _ROW_PROBLEMS.items():
             for i in np.flatnonzero(flags & bit):
                 report.problems[int(ids[i])].append(f"step {int(steps[i])}: {text}")
-        at = np.minimum(np.searchsorted(table_ids, ids), max(len(table_ids) - 1, 0))
-        listed = table_ids[at] == ids if len(table_ids) else np.zeros(len(ids), bool)
-        for i in np.flatnonzero(listed & (chunk["seed"] != table_seeds[at])):
-            report.problems[int(ids[i])].append(
-                f"step {int(steps[i])}: seed {int(chunk['seed'][i])}, runs.seed says "
-                f"{int(table_seeds[at[i]])}")
+        if len(table_ids):  # every row holds its run's seed (unlisted runs are reported below)
+            at = np.minimum(np.searchsorted(table_ids, ids), len(table_ids) - 1)
+            for i in np.flatnonzero((table_ids[at] == ids) & (chunk["seed"] != table_seeds[at])):
+                report.problems[int(ids[i])].append(
+                    f"step {int(steps[i])}: seed {int(chunk['seed'][i])}, runs.seed says "
+                    f"{int(table_seeds[at[i]])}")
         for i in np.flatnonzero(~np.isfinite(chunk["branch_evs"]).all(axis=1)):
             report.problems[int(ids[i])].append(f"step {int(steps[i])}: branch_evs "
                                                 f"{chunk['branch_evs'][i].tolist()} are not "

@@ -8,8 +8,14 @@ Choices
   the same command again keeps the finished games and plays only the missing ones; different
   settings are refused unless --overwrite (which then starts over). When every game is in,
   the shards are written through DatasetWriter (renamed into place) and the staging removed.
-- Workers are processes (ProcessPoolExecutor, one game per task, `spawn` start method so no
-  numba state is forked); the parent only counts: a progress bar with games, moves/s and ETA.
+- A staged game that cannot be read back (damaged by a kill, a full disk or a hand) is
+  discarded and played again; the teacher is deterministic, so the dataset is the same.
+- Workers are processes (`workers.process_pool`: one game per task, `spawn` start method so no
+  numba state is forked, and they die with the parent); the parent only counts: a progress bar
+  with games, moves/s and ETA.
+- --overwrite replaces only a dataset (a directory holding metadata.db, `io.claim_dir`),
+  checked before any game is played; a full disk is one line, and the games staged so far stay
+  for the next run.
 - With --ray ADDRESS the games are Ray tasks (`lab2048.scale`): each returns its arrays, and
   the driver stages them as a local worker would, so resuming and the dataset's bytes are the
   same for any cluster; --workers then caps the games in flight (0: twice the cluster's CPUs).
@@ -20,22 +26,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import zipfile
+import zlib
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 import numpy as np
 
 from lab2048.data.config import GenerateConfig
-from lab2048.data.dataset import VALUATION_TYPES, DatasetWriter, Run, make_rows
+from lab2048.data.dataset import STEP_DTYPE, VALUATION_TYPES, DatasetWriter, Run, make_rows
+from lab2048.data.workers import process_pool
 from lab2048.engine.conventions import EndReason
 from lab2048.errors import UserError
-from lab2048.io import progress_bar
+from lab2048.io import claim_dir, disk_errors, progress_bar
 from lab2048.teacher.config import TeacherConfig
 
 STAGING_VERSION = 1
@@ -79,10 +86,27 @@ def stage_game(staging: Path, index: int, arrays: dict) -> int:
     """Save a played game atomically in the staging directory; return its moves."""
     path = _game_path(staging, index)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    try:
+        with disk_errors(staging, f"game {index}"), open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return len(arrays["rows"])
+
+
+def _load_game(staging: Path, index: int) -> tuple[np.ndarray, np.ndarray, float, int] | None:
+    """(rows, meta, seconds, nodes) of a staged game, or None if it is damaged."""
+    try:
+        with np.load(_game_path(staging, index)) as z:
+            rows, meta = z["rows"], z["meta"]
+            seconds, nodes = float(z["seconds"]), int(z["nodes"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None
+    ok = (rows.dtype == STEP_DTYPE and rows.ndim == 1 and meta.shape == (4,)
+          and (rows["run_id"] == index + 1).all() and int(meta[3]) in set(EndReason))
+    return (rows, meta, seconds, nodes) if ok else None
 
 
 def _prepare_staging(cfg: GenerateConfig, out: Path, overwrite: bool) -> tuple[Path, set[int]]:
@@ -114,8 +138,9 @@ def _prepare_staging(cfg: GenerateConfig, out: Path, overwrite: bool) -> tuple[P
 def generate(cfg: GenerateConfig, overwrite: bool = False, progress: bool = True) -> dict:
     """Play the games (resuming), write the dataset; return a summary dict."""
     out = Path(cfg.out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
+    if cfg.workers < 0:
+        raise UserError(f"workers must be 0 (all cores) or more, got {cfg.workers}")
+    claim_dir(out, overwrite, marker="metadata.db", kind="dataset")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging, done = _prepare_staging(cfg, out, overwrite)
@@ -127,47 +152,43 @@ def generate(cfg: GenerateConfig, overwrite: bool = False, progress: bool = True
     moves = 0
     if done and todo:
         print(f"resuming: {len(done)} of {cfg.games} games already played", file=sys.stderr)
-    finished = (_played_on_ray(cfg, todo, staging) if cfg.ray
-                else _played_locally(cfg, todo, staging, workers))
     with progress_bar(progress, total=cfg.games, initial=len(done), unit="game",
-                      desc="generate") as bar, contextlib.closing(finished):
-        for n in finished:
-            moves += n
-            bar.update(1)
-            rate = moves / (time.perf_counter() - start)
-            bar.set_postfix(moves_per_s=f"{rate:,.0f}", refresh=False)
+                      desc="generate") as bar:
+        if todo and cfg.ray:  # --- Ray
+            with contextlib.closing(_played_on_ray(cfg, todo, staging)) as finished:
+                for n in finished:
+                    moves += n
+                    bar.update(1)
+                    rate = moves / (time.perf_counter() - start)
+                    bar.set_postfix(moves_per_s=f"{rate:,.0f}", refresh=False)
+        elif todo:
+            with process_pool(workers) as pool:
+                pending = set()
+                queue = iter(todo)
+                for index in queue:  # keep 2 tasks per worker in flight
+                    pending.add(pool.submit(play_one, index, cfg.seed + index, cfg.teacher,
+                                            cfg.max_moves, staging))
+                    if len(pending) >= 2 * workers:
+                        break
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        _, n = future.result()
+                        moves += n
+                        bar.update(1)
+                        rate = moves / (time.perf_counter() - start)
+                        bar.set_postfix(moves_per_s=f"{rate:,.0f}", refresh=False)
+                        index = next(queue, None)
+                        if index is not None:
+                            pending.add(pool.submit(play_one, index, cfg.seed + index,
+                                                    cfg.teacher, cfg.max_moves, staging))
     return _assemble(cfg, out, staging, overwrite, played=len(todo),
                      seconds=time.perf_counter() - start, moves_played=moves)
 
 
-def _played_locally(cfg: GenerateConfig, todo: list[int], staging: Path,
-                    workers: int) -> Iterator[int]:
-    """Play the games in local worker processes; yield each finished game's moves."""
-    if not todo:
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending = set()
-        queue = iter(todo)
-        for index in queue:  # keep 2 tasks per worker in flight
-            pending.add(pool.submit(play_one, index, cfg.seed + index, cfg.teacher,
-                                    cfg.max_moves, staging))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()[1]
-                index = next(queue, None)
-                if index is not None:
-                    pending.add(pool.submit(play_one, index, cfg.seed + index,
-                                            cfg.teacher, cfg.max_moves, staging))
-
-
 # --- Ray (lab2048.scale): each game is a task; the driver stages what comes back, as above
-def _played_on_ray(cfg: GenerateConfig, todo: list[int], staging: Path) -> Iterator[int]:
-    if not todo:
-        return
+def _played_on_ray(cfg: GenerateConfig, todo: list[int], staging: Path):
+    """Each finished game's moves, as the cluster's tasks finish."""
     from lab2048.scale import cluster, task_map
 
     with cluster(cfg.ray) as ray:
@@ -186,15 +207,18 @@ def _assemble(cfg: GenerateConfig, out: Path, staging: Path, overwrite: bool, pl
     with DatasetWriter(out, session=session, overwrite=overwrite,
                        shard_rows=cfg.shard_rows) as writer:
         for index in range(cfg.games):
-            path = _game_path(staging, index)
-            try:
-                with np.load(path) as z:
-                    rows, meta = z["rows"], z["meta"]
-                    search_seconds += float(z["seconds"])
-                    nodes += int(z["nodes"])
-            except (OSError, ValueError, KeyError) as e:
-                raise UserError(f"{path}: unreadable staged game ({e}); delete it and run the "
-                                "same command again to replay it") from None
+            game = _load_game(staging, index)
+            if game is None:
+                print(f"{_game_path(staging, index)}: damaged; playing game {index} again",
+                      file=sys.stderr)
+                play_one(index, cfg.seed + index, cfg.teacher, cfg.max_moves, staging)
+                game = _load_game(staging, index)
+                if game is None:
+                    raise UserError(f"{_game_path(staging, index)}: cannot be read back after "
+                                    "it was written")
+            rows, meta, seconds_, nodes_ = game
+            search_seconds += seconds_
+            nodes += nodes_
             seed, score, tile, end = (int(x) for x in meta)
             writer.add_run(Run(id=index + 1, seed=seed, steps=len(rows), max_score=score,
                                highest_tile=tile, end_reason=EndReason(end).label), rows)

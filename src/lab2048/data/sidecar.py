@@ -151,13 +151,13 @@ def _targets(rewards, starts, values, kind, gamma, n, lam, scale, eps, return_ra
     bad = 0
     for s in range(len(starts) - 1):
         a, b = starts[s], starts[s + 1]
-        r = rewards[a:b].astype(np.float64)
+        r = rewards[a:b]  # float32 in, float64 arithmetic
         if kind == 0:
             g = discounted_returns(r, gamma, 0.0)
         elif kind == 1:
-            g = n_step_returns(r, values[a:b].astype(np.float64), gamma, n, 0.0)
+            g = n_step_returns(r, values[a:b], gamma, n, 0.0)
         else:
-            g = lambda_returns(r, values[a:b].astype(np.float64), gamma, lam, 0.0)
+            g = lambda_returns(r, values[a:b], gamma, lam, 0.0)
         for t in range(b - a):
             raw = np.float32(g[t])
             scaled = np.float32(h_scalar(g[t] * scale, eps))
@@ -250,19 +250,18 @@ def _where(ds: Dataset, row: int) -> str:
     return f"{ds.shard_paths[s]}: row {row - (int(bounds[s - 1]) if s else 0)}"
 
 
-def _first_run_start(steps: _Shards, row: int, total: int, block: int = 4096) -> int:
+def _first_run_start(steps: _Shards, row: int, total: int) -> int:
     """The first global row >= `row` where a run starts (its run_id differs from the row
-    before), or `total`."""
+    before), or `total`. Reads a few hundred rows, more only while a long run goes on."""
     if row <= 0 or row >= total:
         return min(max(row, 0), total)
-    buf = np.empty(block + 1, STEP_DTYPE)
-    at = row - 1
+    at, block = row - 1, 256
     while at + 1 < total:
-        ids = steps.read(at, min(at + block + 1, total), buf)["run_id"]
-        new = np.flatnonzero(ids[1:] != ids[:-1])
+        ids = steps.read(at, min(at + block + 1, total), np.empty(block + 1, STEP_DTYPE))
+        new = np.flatnonzero(ids["run_id"][1:] != ids["run_id"][:-1])
         if len(new):
             return at + 1 + int(new[0])
-        at += block
+        at, block = at + block, min(2 * block, 1 << 16)
     return total
 
 
@@ -298,11 +297,11 @@ class _Buffers(threading.local):
     page-fault on every chunk, and page faults of one process serialise its threads."""
 
     def get(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if getattr(self, "size", 0) < rows:
-            self.size = rows
-            self.rows = np.empty(rows, STEP_DTYPE)
-            self.values = np.empty(rows, VALUES_DTYPE)
-            self.flags = np.empty(rows, np.int64)
+        if getattr(self, "size", 0) < rows:  # with room for the next chunk's longer last run
+            self.size = rows + rows // 4
+            self.rows = np.empty(self.size, STEP_DTYPE)
+            self.values = np.empty(self.size, VALUES_DTYPE)
+            self.flags = np.empty(self.size, np.int64)
         return self.rows[:rows], self.values[:rows], self.flags[:rows]
 
 
@@ -369,12 +368,12 @@ def _compute(ds: Dataset, cfg: SidecarConfig, tmp: Path, workers: int, chunk_row
         if stop.is_set():  # another chunk failed: its error is the one reported
             raise _Stopped
         try:
-            return _chunk(cell)
+            return one_chunk(cell)
         except BaseException:
             stop.set()
             raise
 
-    def _chunk(cell: int) -> _Part:
+    def one_chunk(cell: int) -> _Part:
         a = _first_run_start(steps, cell, total)
         b = _first_run_start(steps, cell + chunk_rows, total) if a < cell + chunk_rows else a
         if a == b:  # a run that started in an earlier cell fills this one
@@ -460,7 +459,14 @@ def _summary(ds: Dataset, cfg: SidecarConfig, parts: list[_Part], table: dict,
         "truncated_runs": sorted(cat["ids"][~cat["ended"].astype(bool)].tolist()),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    return {**meta, "checksum": json_sha256(meta)}
+    return seal(meta)
+
+
+def seal(meta: dict) -> dict:
+    """values.json's fields with their checksum (SHA-256 of the other fields), which
+    `read_meta` verifies."""
+    fields = {k: v for k, v in meta.items() if k != "checksum"}
+    return {**fields, "checksum": json_sha256(fields)}
 
 
 def _publish(tmp: Path, output: Path, meta: dict) -> None:
@@ -492,8 +498,7 @@ def read_meta(path: Path) -> dict:
         raise UserError(f"{path}: format version {meta['format_version']!r}, this lab2048 "
                         f"reads {FORMAT_VERSION} (rebuild it with `lab2048 value-sidecar "
                         "--overwrite`)")
-    fields = {k: v for k, v in meta.items() if k != "checksum"}
-    if meta.get("checksum") != json_sha256(fields):
+    if meta.get("checksum") != seal(meta)["checksum"]:
         raise UserError(f"{path}: edited after it was written (its checksum differs); rebuild "
                         "it with `lab2048 value-sidecar --overwrite`")
     meta.setdefault("kind", "monte_carlo")
