@@ -16,9 +16,9 @@ class GenerateConfig:
     games: int = field(default=16, metadata={"help": "number of games"})
     seed: int = field(default=0, metadata={"help": "game i plays seed + i (run id i + 1)"})
     workers: int = field(default=0, metadata={"help": "worker processes (0: all cores)"})
-    ray: str = field(default="", metadata={"help": RAY_HELP, "metavar": "ADDRESS"})
     shard_rows: int = field(default=1 << 20, metadata={"help": "rows per steps shard"})
     max_moves: int = field(default=0, metadata={"help": "moves per game at most (0: no limit)"})
+    ray: str = field(default="", metadata={"help": RAY_HELP, "metavar": "ADDRESS"})
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     def __post_init__(self) -> None:
@@ -52,8 +52,8 @@ class PackConfig:
     format: str = field(default=PACK_FORMATS[0], metadata={
         "help": "input format", "choices": PACK_FORMATS})
     workers: int = field(default=0, metadata={"help": "worker processes (0: all cores)"})
-    ray: str = field(default="", metadata={"help": RAY_HELP, "metavar": "ADDRESS"})
     shard_rows: int = field(default=1 << 20, metadata={"help": "rows per steps shard"})
+    ray: str = field(default="", metadata={"help": RAY_HELP, "metavar": "ADDRESS"})
 
     def __post_init__(self) -> None:
         if not (self.input and self.out):
