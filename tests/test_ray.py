@@ -6,6 +6,7 @@ store, no dashboard, a temporary directory under /tmp) serves the whole module a
 its end. Its tests are skipped where Ray is not installed (pip install '.[ray]').
 """
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -102,7 +103,8 @@ def test_killed_worker_and_killed_driver_leave_the_same_dataset(head, tmp_path):
             assert driver.poll() is None, driver.stderr.read()
             time.sleep(0.005)
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     kept = len(list(staging.glob("game-*.npz")))
     assert 3 <= kept < 10 and not out.exists()
@@ -136,15 +138,54 @@ def test_annotate_on_ray_is_the_same_bytes_as_local(head, tmp_path):
     from annotated import small_dataset, tiny_init
 
     ds, init = small_dataset(tmp_path / "ds"), tiny_init(tmp_path / "init")
-    base = ("annotate", "--init", init, "--dataset", ds, "--threads", 1, "--batch", 128,
-            "--no-value-sidecar")
+    base = ("annotate", "--init", init, "--dataset", ds, "--threads", 1, "--batch", 128)
     local = _cli(*base, "--out", tmp_path / "local")
     assert local.returncode == 0, local.stderr
     remote = _cli(*base, "--out", tmp_path / "remote", "--ray", head.address)
     assert remote.returncode == 0, remote.stderr
     assert f"ray: {head.address}: 1 node(s), 2 CPUs" in remote.stderr
-    assert len(list((tmp_path / "local").glob("annotations-*.npy"))) == 3
+    assert len(list((tmp_path / "local").glob("annotations-*.npy"))) == 9  # policy, value, bins
     assert _files(tmp_path / "local") == _files(tmp_path / "remote")
+
+
+def test_evaluate_on_ray_is_the_same_games_as_local_with_an_actor_killed(head, tmp_path):
+    import torch
+
+    from lab2048.model import Model, ModelConfig, ValueHeadConfig, save_init
+
+    torch.manual_seed(2)
+    model = Model(ModelConfig(hidden=32, layers=1, heads=4, kv_heads=2, mlp=64,
+                              value_head=ValueHeadConfig(enabled=True, prior=300.0)))
+    with torch.no_grad():
+        model.value.out.weight.normal_(0, 0.3)
+    init = save_init(model, tmp_path / "init")
+    args = ("evaluate", "--init", init, "--agents", "policy,value:depth=1", "--games", 8,
+            "--seed", 5, "--max-moves", 400, "--gamma", 0.99, "--threads", 1)
+    driver = subprocess.Popen([sys.executable, "-m", "lab2048", *map(str, args), "--out",
+                               tmp_path / "remote", "--ray", head.address],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:  # an actor dies in the middle of a chunk: a new one loads the model and plays it
+        killed = None
+        deadline = time.time() + 120
+        while killed is None and time.time() < deadline and driver.poll() is None:
+            if busy := _ray_workers(head.pid, "Actor.call"):
+                os.kill(busy[0], signal.SIGKILL)
+                killed = busy[0]
+            time.sleep(0.005)
+        _, err = driver.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert killed is not None, "no actor was seen playing"
+    assert driver.returncode == 0, err
+    assert f"ray: {head.address}: 1 node(s), 2 CPUs" in err
+    local = _cli(*args, "--out", tmp_path / "local")
+    assert local.returncode == 0, local.stderr
+    games = (tmp_path / "local" / "games.csv").read_bytes()
+    assert games == (tmp_path / "remote" / "games.csv").read_bytes()
+    assert games.count(b"\n") == 1 + 2 * 8
 
 
 def test_a_node_with_other_lab2048_code_is_refused_in_one_line(head, tmp_path):

@@ -22,6 +22,11 @@ Choices
 - Speed: each game record carries its agent's running totals (moves, seconds, boards valued)
   at that moment, so moves/s survives a resume (the time of unfinished games lost to an
   interruption is not counted, nor are their moves).
+- With --ray ADDRESS (and --init) the games go to Ray actors that each load the init's files:
+  chunks of seeds (about four an actor), each played in lockstep there, their games staged here
+  as chunks come back, so --resume and the outputs are as above. games.csv is the same bytes as
+  a local run on the same device (the model's rows do not depend on the batch on a CPU);
+  moves/s sums the actors' seconds.
 - `lab2048 play` is the one-agent case with its own outputs (games.csv, summary.json,
   scores.png; any of them replaced only with --overwrite).
 """
@@ -187,16 +192,15 @@ def plot_agents(results: list[GameResults], summaries: dict, path: Path) -> None
                      ms=4, capsize=3)
     ax1.set(ylabel="score", title=f"scores of {len(results[0].scores)} games (mean, 95% CI: ◆)")
     ax1.tick_params(axis="x", labelrotation=20)
-    top = max(11, max(int(r.highest.max()) for r in results))  # the four tiles up to the
-    exps = range(top - 3, top + 1)  # largest reached, 2048 at least
-    tiles = [str(1 << e) for e in exps]
+    tiles = [str(t) for t in REACH_TILES[:4]]
     width = 0.8 / len(results)
     for k, r in enumerate(results):
-        ci = np.array([wilson_interval(int(np.sum(r.highest >= e)), len(r.highest))
-                       for e in exps])
-        rates = ci[:, 0]
-        ax2.bar(np.arange(len(tiles)) + k * width, rates, width, capsize=2, label=r.agent,
-                yerr=[np.maximum(0, rates - ci[:, 1]), np.maximum(0, ci[:, 2] - rates)])
+        reach = summaries[r.agent]["reach"]
+        rates = np.array([reach[t]["rate"] for t in tiles])
+        lo = np.maximum(0, rates - np.array([reach[t]["ci95"][0] for t in tiles]))
+        hi = np.maximum(0, np.array([reach[t]["ci95"][1] for t in tiles]) - rates)
+        ax2.bar(np.arange(len(tiles)) + k * width, rates, width, yerr=[lo, hi], capsize=2,
+                label=r.agent)
     ax2.set_xticks(np.arange(len(tiles)) + 0.4 - width / 2, tiles)
     ax2.set(xlabel="tile reached", ylabel="share of games", ylim=(0, 1),
             title="reach rates (95% Wilson intervals)")
@@ -380,25 +384,26 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     check_out(out, overwrite)
     seeds = np.arange(cfg.games, dtype=np.uint64) + np.uint64(cfg.seed)
     specs: list[AgentSpec] = cfg.specs
-    with open_model(cfg, bool(cfg.init or cfg.server)) as predictor:  # recorded, even if unused
+    with open_model(cfg, any(s.uses_model for s in specs)) as predictor:
         identity = {"seed": cfg.seed, "games": cfg.games, "max_moves": cfg.max_moves,
                     "model": "", "gamma": None, "afterstate": None}
         gamma, afterstate = 0.0, False
-        uses_value = any(s.uses_value for s in specs)
-        if uses_value:
-            predictor.require_value()
         if predictor is not None:
             identity["model"] = (cfg.server + " " if cfg.server else "") + (
                 _weights_fingerprint(cfg.init) if cfg.init else
                 hashlib.sha256(predictor.description.config_json.encode()).hexdigest()[:16])
-            if predictor.has_value:  # recorded whatever the agents, so a resume may add some
-                from lab2048.play.predictor import value_definition
+        if any(s.uses_value for s in specs):
+            from lab2048.play.predictor import value_definition
 
-                gamma, afterstate = value_definition(predictor, cfg.gamma or None, uses_value)
-                identity["gamma"], identity["afterstate"] = gamma, afterstate
+            predictor.require_value()
+            gamma, afterstate = value_definition(predictor, cfg.gamma or None)
+            identity["gamma"], identity["afterstate"] = gamma, afterstate
         staging = Staging(staging_path(out), identity, cfg.resume, overwrite)
         try:
-            _play_all(specs, seeds, cfg.max_moves, staging, predictor, gamma, afterstate)
+            if cfg.ray:
+                _play_all_on_ray(cfg, specs, seeds, staging, gamma, afterstate)
+            else:
+                _play_all(specs, seeds, cfg.max_moves, staging, predictor, gamma, afterstate)
         finally:
             staging.close()
     results, summaries = [], {}
@@ -407,7 +412,7 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
         results.append(res)
         summaries[spec.name] = summarize(res, timing)
     summary = {"kind": KIND, "config": cfg.settings(), "games": cfg.games, "seed": cfg.seed,
-               "gamma": gamma if uses_value else None,
+               "gamma": gamma if any(s.uses_value for s in specs) else None,
                "afterstate": afterstate, "agents": summaries, "paired": paired(results)}
     print(format_evaluation(summary))
     tmp = temp_dir_beside(out)
@@ -437,13 +442,76 @@ def _play_all(specs, seeds, max_moves, staging: Staging, predictor, gamma, after
             bar.set_description(spec.name)
 
             def on_end(i: int, res: GameResults, name=spec.name) -> None:
-                staging.add({"agent": name, "seed": int(res.seeds[i]),
-                             "score": int(res.scores[i]), "moves": int(res.moves[i]),
-                             "highest": int(res.highest[i]), "end": int(res.ends[i]),
-                             "run": {"moves": int(res.moves.sum()), "seconds": res.seconds,
-                                     "boards": int(res.boards_evaluated)}})
+                staging.add(_record(name, res, i, {
+                    "moves": int(res.moves.sum()), "seconds": res.seconds,
+                    "boards": int(res.boards_evaluated)}))
                 bar.update()
 
             res = play_lockstep(agent, todo, max_moves, on_end=on_end)
             bar.write(f"{spec.name}: {len(todo)} games, mean score {res.scores.mean():,.0f}, "
                       f"{res.moves.sum() / max(res.seconds, 1e-9):,.0f} moves/s")
+
+
+def _record(name: str, res: GameResults, i: int, run: dict) -> dict:
+    """The staged record of game i of `res`, with the agent's running totals `run`."""
+    return {"agent": name, "seed": int(res.seeds[i]), "score": int(res.scores[i]),
+            "moves": int(res.moves[i]), "highest": int(res.highest[i]), "end": int(res.ends[i]),
+            "run": run}
+
+
+# --- Ray (lab2048.scale): chunks of seeds go to actors that hold the model; each chunk is
+# played in lockstep there, and its games are staged here as chunks come back
+class GamePlayer:
+    """A Ray actor: the model of an init (sent as its files; None for model-free agents)."""
+
+    def __init__(self, init_files: dict[str, bytes] | None, device: str, threads: int):
+        from lab2048.play.predictor import open_predictor
+        from lab2048.scale import materialize
+
+        self.predictor = None
+        if init_files is not None:
+            self.init = materialize(init_files)  # kept for the actor's life
+            self.context = open_predictor(self.init.name, device=device, threads=threads)
+            self.predictor = self.context.__enter__()
+
+    def play(self, spec: AgentSpec, seeds: np.ndarray, max_moves: int, gamma: float,
+             afterstate: bool) -> GameResults:
+        return play_lockstep(make_agent(spec, self.predictor, gamma, afterstate), seeds,
+                             max_moves)
+
+
+def _play_all_on_ray(cfg: EvaluateConfig, specs, seeds, staging: Staging, gamma,
+                     afterstate) -> None:
+    from lab2048.scale import actor_map, cluster, fit_actors, read_files
+
+    todo = [(spec, np.array([s for s in seeds if int(s) not in staging.games.get(spec.name, {})],
+                            np.uint64)) for spec in specs]
+    games = sum(len(t) for _, t in todo)
+    if not games:
+        return
+    with cluster(cfg.ray) as ray:
+        threads = cfg.threads or 1
+        actors = fit_actors(ray, games, num_cpus=threads, num_gpus=cfg.ray_gpus)
+        chunk = -(-games // (4 * actors))  # 4 chunks an actor: even ends, frequent staging
+        work = [(spec, t[i:i + chunk], cfg.max_moves, gamma, afterstate)
+                for spec, t in todo for i in range(0, len(t), chunk)]
+        files = read_files(cfg.init) if any(s.uses_model for s in specs) else None
+        device = "cuda" if cfg.ray_gpus > 0 else "cpu"  # Ray shows an actor its own GPUs
+        init = (files, device, threads)
+        totals: dict[str, dict] = {}  # per agent: moves, actor seconds, boards valued
+        total = len(specs) * len(seeds)
+        with progress_bar(total=total, initial=total - games, unit="game",
+                          desc="evaluate") as bar:
+            for position, res in actor_map(
+                    ray, GamePlayer, init, "play", work, actors=actors, num_cpus=threads,
+                    num_gpus=cfg.ray_gpus, what=lambda p: f"{work[p][0].name} seeds "
+                    f"{int(work[p][1][0])}..{int(work[p][1][-1])}"):
+                name = work[position][0].name
+                run = totals.setdefault(name, {"moves": 0, "seconds": 0.0, "boards": 0})
+                run["moves"] += int(res.moves.sum())
+                run["seconds"] += res.seconds
+                run["boards"] += int(res.boards_evaluated)
+                for i in range(len(res.seeds)):
+                    staging.add(_record(name, res, i, dict(run)))
+                    bar.update()
+# --- end Ray
