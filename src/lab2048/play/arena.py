@@ -192,15 +192,16 @@ def plot_agents(results: list[GameResults], summaries: dict, path: Path) -> None
                      ms=4, capsize=3)
     ax1.set(ylabel="score", title=f"scores of {len(results[0].scores)} games (mean, 95% CI: ◆)")
     ax1.tick_params(axis="x", labelrotation=20)
-    tiles = [str(t) for t in REACH_TILES[:4]]
+    top = max(11, max(int(r.highest.max()) for r in results))  # the four tiles up to the
+    exps = range(top - 3, top + 1)  # largest reached, 2048 at least
+    tiles = [str(1 << e) for e in exps]
     width = 0.8 / len(results)
     for k, r in enumerate(results):
-        reach = summaries[r.agent]["reach"]
-        rates = np.array([reach[t]["rate"] for t in tiles])
-        lo = np.maximum(0, rates - np.array([reach[t]["ci95"][0] for t in tiles]))
-        hi = np.maximum(0, np.array([reach[t]["ci95"][1] for t in tiles]) - rates)
-        ax2.bar(np.arange(len(tiles)) + k * width, rates, width, yerr=[lo, hi], capsize=2,
-                label=r.agent)
+        ci = np.array([wilson_interval(int(np.sum(r.highest >= e)), len(r.highest))
+                       for e in exps])
+        rates = ci[:, 0]
+        ax2.bar(np.arange(len(tiles)) + k * width, rates, width, capsize=2, label=r.agent,
+                yerr=[np.maximum(0, rates - ci[:, 1]), np.maximum(0, ci[:, 2] - rates)])
     ax2.set_xticks(np.arange(len(tiles)) + 0.4 - width / 2, tiles)
     ax2.set(xlabel="tile reached", ylabel="share of games", ylim=(0, 1),
             title="reach rates (95% Wilson intervals)")
@@ -384,20 +385,22 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     check_out(out, overwrite)
     seeds = np.arange(cfg.games, dtype=np.uint64) + np.uint64(cfg.seed)
     specs: list[AgentSpec] = cfg.specs
-    with open_model(cfg, any(s.uses_model for s in specs)) as predictor:
+    with open_model(cfg, bool(cfg.init or cfg.server)) as predictor:  # recorded, even if unused
         identity = {"seed": cfg.seed, "games": cfg.games, "max_moves": cfg.max_moves,
                     "model": "", "gamma": None, "afterstate": None}
         gamma, afterstate = 0.0, False
+        uses_value = any(s.uses_value for s in specs)
+        if uses_value:
+            predictor.require_value()
         if predictor is not None:
             identity["model"] = (cfg.server + " " if cfg.server else "") + (
                 _weights_fingerprint(cfg.init) if cfg.init else
                 hashlib.sha256(predictor.description.config_json.encode()).hexdigest()[:16])
-        if any(s.uses_value for s in specs):
-            from lab2048.play.predictor import value_definition
+            if predictor.has_value:  # recorded whatever the agents, so a resume may add some
+                from lab2048.play.predictor import value_definition
 
-            predictor.require_value()
-            gamma, afterstate = value_definition(predictor, cfg.gamma or None)
-            identity["gamma"], identity["afterstate"] = gamma, afterstate
+                gamma, afterstate = value_definition(predictor, cfg.gamma or None, uses_value)
+                identity["gamma"], identity["afterstate"] = gamma, afterstate
         staging = Staging(staging_path(out), identity, cfg.resume, overwrite)
         try:
             if cfg.ray:
@@ -412,7 +415,7 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
         results.append(res)
         summaries[spec.name] = summarize(res, timing)
     summary = {"kind": KIND, "config": cfg.settings(), "games": cfg.games, "seed": cfg.seed,
-               "gamma": gamma if any(s.uses_value for s in specs) else None,
+               "gamma": gamma if uses_value else None,
                "afterstate": afterstate, "agents": summaries, "paired": paired(results)}
     print(format_evaluation(summary))
     tmp = temp_dir_beside(out)
