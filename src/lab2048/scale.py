@@ -20,9 +20,10 @@ Choices
   nodes is needed for outputs, and the local staging, resuming and atomic publishing apply
   unchanged. Inputs a task reads from disk are the caller's business (pack sends file bytes).
 - Failures: a task whose worker process or node dies is rescheduled by Ray (`max_retries`
-  RETRIES); an exception raised by lab2048 code is deterministic, never retried, and re-raised
-  in the driver as itself (so a UserError stays one line). Tasks and actor calls are pure
-  functions of their arguments, so a retried unit gives the same bytes.
+  RETRIES); an actor that dies is replaced here and its call resent (RETRIES times a call); an
+  exception raised by lab2048 code is deterministic, never retried, and re-raised in the
+  driver as itself (so a UserError stays one line). Tasks and actor calls are pure functions
+  of their arguments, so a retried unit gives the same bytes.
 - `local_head` starts a one-machine cluster on 127.0.0.1 for tests and benchmarks, with Ray's
   own `ray start --head --block`, and ends it by signalling that process (never `ray stop`,
   which ends every Ray process of the user).
