@@ -61,7 +61,7 @@ from lab2048.data.check import (
     refuse_problems,
     runs_table_problems,
 )
-from lab2048.data.dataset import STEP_DTYPE, Dataset
+from lab2048.data.dataset import STEP_DTYPE, Dataset, check_keys, load_npy
 from lab2048.data.fingerprint import Hash, fingerprint, hash_piece, json_sha256
 from lab2048.data.returns import discounted_returns, lambda_returns, n_step_returns
 from lab2048.engine import kernels as K
@@ -530,25 +530,13 @@ def open_sidecar(dataset: Path | Dataset, sidecar: Path | None = None,
         if fingerprints and fingerprint(steps) != entry["steps_fingerprint"]:
             raise UserError(f"{steps_path}: changed since the sidecar was made (fingerprint "
                             "differs); rebuild it with `lab2048 value-sidecar --overwrite`")
-        try:
-            arr = np.load(vpath, mmap_mode="r", allow_pickle=False)
-        except FileNotFoundError:
-            raise UserError(f"{vpath}: no such file") from None
-        except (ValueError, OSError, EOFError) as e:
-            raise UserError(f"{vpath}: not a readable .npy shard ({e})") from None
+        arr = load_npy(vpath)
         if arr.dtype != VALUES_DTYPE or arr.shape != (len(steps),):
             raise UserError(f"{vpath}: expected {len(steps)} rows of {VALUES_DTYPE}, got "
                             f"{arr.shape} of {arr.dtype}")
         if fingerprints and fingerprint(arr) != entry["values_fingerprint"]:
             raise UserError(f"{vpath}: does not match values.json (fingerprint differs)")
-        for a in range(0, len(steps), CHUNK_ROWS):
-            s, v = steps[a:a + CHUNK_ROWS], arr[a:a + CHUNK_ROWS]
-            bad = (s["run_id"] != v["run_id"]) | (s["step_index"] != v["step_index"])
-            if bad.any():
-                i = a + int(np.flatnonzero(bad)[0])
-                raise UserError(f"{vpath}: row {i} is run {int(arr['run_id'][i])} step "
-                                f"{int(arr['step_index'][i])}, the dataset has run "
-                                f"{int(steps['run_id'][i])} step {int(steps['step_index'][i])}")
+        check_keys(steps, arr, vpath, CHUNK_ROWS)
         values.append(arr)
     return meta, values
 
