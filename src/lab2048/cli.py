@@ -119,6 +119,15 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _teacher_build_tables(args: argparse.Namespace) -> int:
+    from lab2048.teacher import tables
+
+    path = tables.build(args.rank, args.out or "", progress=not args.quiet)
+    print(f"{path}: {tables.FORMATION} table of rank {args.rank}, "
+          f"{tables.entries(args.rank):,} entries")
+    return 0
+
+
 def _add_value_sidecar_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", type=Path, metavar="DIR",
                    help="packed dataset (default: the small one embedded in the package)")
@@ -240,6 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in train.out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")
     p.set_defaults(run=_train)
+
+    p = sub.add_parser("teacher", help="teacher utilities (build-tables)",
+                       description="Utilities of the expectimax teacher.")
+    teacher = p.add_subparsers(dest="teacher_command", required=True, metavar="ACTION")
+    p = teacher.add_parser("build-tables", help="build the strong teacher's formation table",
+                           description="Compute the formation table the strong teacher looks "
+                           "moves up in (exhaustive expectimax; see docs/teacher.md for time, "
+                           "memory and disk). Shows progress; a killed build resumes when run "
+                           "again; an existing complete table is checked and kept.")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="table directory (default: $XDG_CACHE_HOME/lab2048/teacher-tables)")
+    p.add_argument("--rank", type=int, default=5, choices=range(3, 7), metavar="{3..6}",
+                   help="table rank r: free tiles up to 2^r, (r+1)^11 entries (default: 5, "
+                   "the strong preset's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_teacher_build_tables)
     return parser
 
 
