@@ -18,6 +18,8 @@ from lab2048.teacher.corner import TT_DTYPE, corner_eval, corner_line, corner_ro
 
 MOVE_XOR, LINE_REWARD = kernels.tables()
 RANK = 3
+SHAPE = T.shape(RANK)
+CAPS = dict(zip(T.FREE_CELLS.tolist(), T.caps(RANK).tolist(), strict=True))
 
 
 def board_from(grid) -> np.uint64:
@@ -137,25 +139,26 @@ def py_q(b, d, table):
         return 0.0
     if after[T.TARGET] == RANK + 1:
         return 1.0
-    if any(after[i] > RANK for i in T.FREE_CELLS):
+    if any(after[i] > cap for i, cap in CAPS.items()):
         return 0.0
     empty = [int(i) for i in T.FREE_CELLS if after[i] == 0]
     total = 0.0
     for i in empty:
         for tile, p in ((1, 0.9), (2, 0.1)):
             child = np.uint64(int(nb) | tile << (60 - 4 * i))
-            total += p * table[T.index_of(child, RANK)] / T.SCALE
+            total += p * table[T.index_of(child, SHAPE)] / T.SCALE
     return total / len(empty)
 
 
 def test_table_satisfies_its_recurrence(table_dir):
     table = T.load(RANK, table_dir)
-    assert len(table) == (RANK + 1) ** 11 and not np.any(table == T.UNSET)
+    assert len(table) == np.prod([c + 1 for c in CAPS.values()]) == T.entries(RANK)
+    assert not np.any(table == T.UNSET)
     rng = random.Random(0)
     for _ in range(300):
         index = rng.randrange(len(table))
-        b = T.board_of(index, RANK)
-        assert T.index_of(b, RANK) == index
+        b = T.board_of(index, SHAPE)
+        assert T.index_of(b, SHAPE) == index
         qs = [q for q in (py_q(b, d, table) for d in range(4)) if q is not None]
         p = max(qs, default=0.0)
         assert table[index] / T.SCALE == pytest.approx(p, abs=1e-4)
@@ -164,18 +167,32 @@ def test_table_satisfies_its_recurrence(table_dir):
 def test_table_golden_positions(table_dir):
     table = T.load(RANK, table_dir)
     # target 8 with an 8 to its right: Left merges them into 16 in the target, the goal
-    b = T.board_of(T.index_of(board_from([[0] * 4, [0, 0, 8, 8], [0] * 4, [0] * 4]), RANK), RANK)
-    assert table[T.index_of(b, RANK)] == T.SCALE
+    b = board_from([[0] * 4, [0, 0, 8, 8], [0] * 4, [0] * 4])
+    assert table[T.index_of(b, SHAPE)] == T.SCALE
     # the free region full of tiles that cannot merge: no move keeps the formation
     grid = [[0, 0, 0, 2], [0, 0, 4, 8], [2, 4, 2, 4], [4, 2, 4, 2]]
-    assert table[T.index_of(board_from(grid), RANK)] == 0
+    assert table[T.index_of(board_from(grid), SHAPE)] == 0
+
+
+def test_file_of_a_rank_holds_the_smaller_ranks(table_dir, tmp_path):
+    T.build(RANK + 1, tmp_path, progress=False)
+    both = T.load(RANK + 1, tmp_path)
+    shapes, offsets, total = T.layout(RANK + 1)
+    assert np.array_equal(shapes[RANK], T.shape(RANK))
+    assert len(both) == total == T.entries(RANK + 1) + T.entries(RANK)
+    assert offsets[RANK + 1] == 0 and offsets[RANK] == T.entries(RANK + 1)
+    assert both[offsets[RANK]:].tobytes() == T.load(RANK, table_dir).tobytes()
+    # the rank used is one less than the smaller locked neighbour of the target, at most top
+    grid = [[4096, 2048, 64, 0], [512, 32, 0, 0], [0] * 4, [0] * 4]
+    assert T.table_rank(board_from(grid), RANK + 1) == 4
+    assert T.table_rank(board_from(grid), RANK) == RANK
 
 
 def test_killed_build_resumes_to_the_same_table(table_dir, tmp_path):
     n = T.entries(RANK)
     partial = T.table_path(tmp_path, RANK).with_name(f"{T.FORMATION}-r{RANK}.bin.partial")
     work = np.full(n, T.UNSET, np.uint16)
-    T._build_range(0, n // 3, RANK, work, MOVE_XOR, LINE_REWARD)  # a third, then "killed"
+    T._build_range(0, n // 3, SHAPE, work, MOVE_XOR, LINE_REWARD)  # a third, then "killed"
     assert 0 < np.count_nonzero(work != T.UNSET) < n
     work.tofile(partial)
     T.build(RANK, tmp_path, progress=False)
@@ -200,7 +217,7 @@ def test_missing_or_corrupt_tables_are_refused(table_dir, tmp_path):
 
 def test_build_tables_command(table_dir, tmp_path, capsys):
     assert main(["teacher", "build-tables", "--rank", "3", "--out", str(tmp_path), "--quiet"]) == 0
-    assert "4,194,304 entries" in capsys.readouterr().out
+    assert f"{T.entries(RANK):,} entries" in capsys.readouterr().out
     assert T.table_path(tmp_path, RANK).read_bytes() == T.table_path(table_dir, RANK).read_bytes()
     T.table_path(tmp_path, RANK).write_bytes(b"junk")
     assert main(["teacher", "build-tables", "--rank", "3", "--out", str(tmp_path)]) == 2

@@ -16,6 +16,7 @@ from lab2048.config import add_config_args, build_config
 from lab2048.data.config import GenerateConfig
 from lab2048.errors import UserError
 from lab2048.play.config import PlayConfig, ValueSmokeConfig
+from lab2048.teacher.config import MAX_TABLE_RANK, MIN_TABLE_RANK, PRESETS
 
 PACK_FORMATS = ("macroxue-jsonl", "macroxue-text")
 
@@ -260,9 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "again; an existing complete table is checked and kept.")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="table directory (default: $XDG_CACHE_HOME/lab2048/teacher-tables)")
-    p.add_argument("--rank", type=int, default=5, choices=range(3, 7), metavar="{3..6}",
-                   help="table rank r: free tiles up to 2^r, (r+1)^11 entries (default: 5, "
-                   "the strong preset's)")
+    strong_rank = PRESETS["strong"]["table_rank"]
+    p.add_argument("--rank", type=int, default=strong_rank,
+                   choices=range(MIN_TABLE_RANK, MAX_TABLE_RANK + 1),
+                   metavar=f"{{{MIN_TABLE_RANK}..{MAX_TABLE_RANK}}}",
+                   help="table rank r: the formation builds a 2^(r+1) tile in its target cell "
+                   f"(default: {strong_rank}, the strong preset's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_teacher_build_tables)
     return parser

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 
 MAX_PLIES = 15  # the transposition table stores a depth in 4 bits
 EVALUATIONS = ("lines", "corner")
-MIN_TABLE_RANK, MAX_TABLE_RANK = 3, 6  # tables.py: rank r has (r + 1)^11 entries
+MIN_TABLE_RANK, MAX_TABLE_RANK = 3, 7  # tables.py: rank 6 has 222 M entries, 7 has 1.3 G
 PRESETS = {
     "default": {},
     "strong": {"evaluation": "corner", "depth": 3, "adaptive": False, "max_depth": 3,
-               "prob_cutoff": 1 / 128, "tt_bits": 22, "table_rank": 5},
+               "prob_cutoff": 1 / 128, "tt_bits": 22, "table_rank": 6},
 }
 
 

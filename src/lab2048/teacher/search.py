@@ -231,12 +231,13 @@ def _next_epoch(epoch, tt, ctt):
 
 
 @_jit
-def decide(b, m, plies, use_corner, cutoff, epoch, tt, ctt, rank, ftable, move_xor,
-           line_reward, stats, values, evs):
+def decide(b, m, plies, use_corner, cutoff, epoch, tt, ctt, frank, fshapes, foffsets, ftable,
+           move_xor, line_reward, stats, values, evs):
     """One board's move: the formation table's when it applies (valuation TUPLE11), else the
     search's (SEARCH), lines or corner. Values into values, branch_evs into evs; returns
     (legal mask, move_dir, valuation)."""
-    if rank > 0 and formation_values(b, m, rank, ftable, move_xor, line_reward, values):
+    if frank > 0 and formation_values(b, m, frank, fshapes, foffsets, ftable, move_xor,
+                                      line_reward, values):
         legal = K.legal_mask(b, m, move_xor, line_reward)
         best = -1
         for d in range(4):
@@ -262,8 +263,8 @@ def static_value(b, m, use_corner):
 
 @_jit
 def _search_boards(boards, masks, depth, max_depth, adaptive, depth_offset, cutoff, use_corner,
-                   rank, ftable, tt, ctt, last, move_xor, line_reward, values, evs, moves, legal,
-                   plies, nodes, valuation):
+                   frank, fshapes, foffsets, ftable, tt, ctt, last, move_xor, line_reward,
+                   values, evs, moves, legal, plies, nodes, valuation):
     """Root search of each board with its own epoch; raw values, outputs and node counts."""
     stats = np.zeros(1, np.int64)
     epoch = last[0]
@@ -274,7 +275,8 @@ def _search_boards(boards, masks, depth, max_depth, adaptive, depth_offset, cuto
                                                       depth_offset)
         stats[0] = 0
         legal[i], moves[i], valuation[i] = decide(b, m, plies[i], use_corner, cutoff, epoch,
-                                                  tt, ctt, rank, ftable, move_xor,
+                                                  tt, ctt, frank, fshapes, foffsets,
+                                                  ftable, move_xor,
                                                   line_reward, stats, values[i], evs[i])
         nodes[i] = stats[0]
     last[0] = epoch
@@ -285,9 +287,10 @@ _NO_TABLE = np.zeros(0, np.uint16)
 
 def _settings(cfg: TeacherConfig):
     """The compiled functions' settings arguments, the formation table loaded if used."""
+    shapes, offsets, _ = tables.layout(cfg.table_rank)
     ftable = tables.load(cfg.table_rank, cfg.tables_dir) if cfg.table_rank else _NO_TABLE
     return (cfg.depth, cfg.max_depth, cfg.adaptive, cfg.depth_offset, float(cfg.prob_cutoff),
-            cfg.evaluation == "corner", cfg.table_rank, ftable)
+            cfg.evaluation == "corner", cfg.table_rank, shapes, offsets, ftable)
 
 
 def search_boards(boards, masks, cfg: TeacherConfig) -> dict:
@@ -329,8 +332,8 @@ def _grow(a, size):
 
 
 @_jit
-def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, use_corner, rank,
-          ftable, tt, ctt, last, move_xor, line_reward):
+def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, use_corner, frank,
+          fshapes, foffsets, ftable, tt, ctt, last, move_xor, line_reward):
     """One teacher game; rows describe the board before each move taken."""
     cap = 1024
     boards = np.zeros(cap, np.uint64)
@@ -361,8 +364,8 @@ def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, use
         plies = depth if use_corner else plies_for(b, m, depth, max_depth, adaptive,
                                                    depth_offset)
         legals[n], d, valuation[n] = decide(b, m, plies, use_corner, cutoff, epoch, tt, ctt,
-                                            rank, ftable, move_xor, line_reward, stats, values,
-                                            evs[n])
+                                            frank, fshapes, foffsets, ftable, move_xor,
+                                            line_reward, stats, values, evs[n])
         boards[n], masks[n], moves[n] = b, m, d
         evals[n] = static_value(b, m, use_corner)
         ranks[n] = K.highest_exponent(b, m)
