@@ -104,6 +104,9 @@ def _problems(root):
      "next board is not the move plus one spawn"),
     (lambda r: r["max_rank"].__setitem__(3, 15), "max_rank is not the highest exponent"),
     (lambda r: r["valuation_type"].__setitem__(4, 9), "valuation_type 9 is not in"),
+    (lambda r: r["seed"].__setitem__(7, r["seed"][7] + 1), "step 7: seed 6, runs.seed says 5"),
+    (lambda r: r["branch_evs"].__setitem__((2, 1), np.nan),
+     "step 2: branch_evs [0.0, nan, 0.0, 0.0] are not finite"),
 ])
 def test_check_finds_row_problems(tmp_path, edit, message):
     write_engine_dataset(tmp_path / "ds", seeds=(5,))
@@ -193,3 +196,83 @@ def test_embedded_default_dataset_is_valid():
     report = check_dataset(default_dataset())
     assert report.ok and report.ev_legal_differs == 0, format_report(report)
     assert set(report.valuation_counts) == {"search"}
+
+
+def test_check_finds_bytes_after_a_shard(tmp_path):
+    write_engine_dataset(tmp_path / "ds", seeds=(5,))
+    with open(tmp_path / "ds" / "steps-00000.npy", "ab") as f:
+        f.write(b"junk")
+    report = check_dataset(tmp_path / "ds")
+    assert report.problems[-1] == ["steps-00000.npy: 4 bytes after the array"]
+    assert "  dataset: steps-00000.npy: 4 bytes after the array" in format_report(report)
+
+
+def test_overwrite_replaces_only_a_dataset_and_never_an_input(tmp_path):
+    from lab2048.errors import UserError
+
+    notes = tmp_path / "notes"
+    (notes / "docs").mkdir(parents=True)
+    (notes / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"notes: not a dataset \(no metadata.db\); "
+                       r"--overwrite replaces only a dataset, so nothing was deleted$"):
+        write_engine_dataset(notes, seeds=(2,), overwrite=True)
+    for inputs, message in (((notes,), "notes: is the input; choose another output"),
+                            ((notes / "docs",), "notes: contains the input")):
+        with pytest.raises(UserError, match=message):
+            DatasetWriter(notes, session={}, overwrite=True, inputs=inputs)
+    assert sorted(p.name for p in notes.iterdir()) == ["docs", "notes.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["notes"]  # no temporary made
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_output(tmp_path, monkeypatch):
+    import errno
+
+    import lab2048.data.dataset as dataset
+    from lab2048.errors import UserError
+
+    write_engine_dataset(tmp_path / "ds", seeds=(2,))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "ds").iterdir()}
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dataset.np, "save", full)
+    with pytest.raises(UserError, match=r"ds: cannot write the dataset \(No space left on "
+                       r"device\)$"):
+        write_engine_dataset(tmp_path / "ds", seeds=(3,), overwrite=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "ds").iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+
+
+def test_published_files_follow_the_umask(tmp_path):
+    import os
+
+    from lab2048.io import atomic_path, publish_dir, remove_stale_temps, temp_dir_beside
+
+    old = os.umask(0o022)
+    try:
+        tmp = temp_dir_beside(tmp_path / "out")
+        (tmp / "weights").write_bytes(b"x")
+        (tmp / "weights").chmod(0o600)  # as safetensors writes it
+        publish_dir(tmp, tmp_path / "out")
+        assert (tmp_path / "out" / "weights").stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+        with atomic_path(tmp_path / "file") as t:
+            t.write_text("x")
+        assert (tmp_path / "file").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+    assert remove_stale_temps(tmp_path / "out") == []
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_writer(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".ds.{dead}-abc.tmp"
+    stale.mkdir()
+    (stale / "steps-00000.npy").write_bytes(b"x" * 100)
+    write_engine_dataset(tmp_path / "ds", seeds=(2,))
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]

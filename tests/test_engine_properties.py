@@ -11,8 +11,11 @@ from lab2048.engine import (
     Board,
     Move,
     apply_moves,
+    exponent_legal_masks,
     from_exponents,
     highest_exponents,
+    legal_bits,
+    legal_bools,
     legal_masks,
     move_all,
     to_exponents,
@@ -114,3 +117,22 @@ def test_batch_input_validation():
         apply_moves(np.zeros(2, np.uint64), np.array([0, 4]))
     with pytest.raises(ValueError, match=r"0\.\.16"):
         from_exponents(np.full((1, 16), 17))
+
+
+def test_exponent_legality_without_numba_agrees_with_the_kernels():
+    _, bits, masks = random_boards(3000, seed=11, max_exponent=16)
+    exps = to_exponents(bits, masks)
+    assert exps.max() == 16  # 2^16 tiles (and 2^16 + 2^16 merges) are covered
+    assert np.array_equal(exponent_legal_masks(exps), legal_masks(bits, masks))
+    dense = np.random.default_rng(3).integers(1, 4, (2000, 16))  # full boards, few merges
+    assert np.array_equal(exponent_legal_masks(dense), legal_masks(*from_exponents(dense)))
+    assert (exponent_legal_masks(dense) == 0).any()
+
+
+def test_legal_bools_and_bits_are_inverse_and_follow_udlr():
+    every = np.arange(16, dtype=np.uint8)
+    bools = legal_bools(every)
+    assert bools.shape == (16, 4) and bools[1].tolist() == [True, False, False, False]
+    assert bools[8].tolist() == [False, False, False, True]  # Right = 8
+    assert np.array_equal(legal_bits(bools), every)
+    assert legal_bools(np.uint8(5)).tolist() == [True, False, True, False]

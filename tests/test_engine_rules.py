@@ -1,9 +1,12 @@
 """Golden boards: the encoding, every direction, double merges, no chain merges, full and empty."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from lab2048.engine import Board, Move, kernels
+from lab2048.engine import Board, EndReason, Game, Move, kernels
 
 Z = [0, 0, 0, 0]
 
@@ -133,3 +136,58 @@ def test_can_end_after_a_move():
     got = can_end_after(np.array([b.bits for b in boards], np.uint64), np.array(moves),
                         np.array([b.mask for b in boards], np.uint16))
     assert got.tolist() == [True, True, False, True]
+
+
+def test_one_end_rule_with_zero_meaning_no_limit():
+    from lab2048.engine.conventions import NO_MOVE_LIMIT, end_reason
+
+    ongoing, no_moves, tile_limit, max_moves = (int(r) for r in EndReason)
+    cases = [  # (step's end, moves played, max_moves) -> final end reason
+        ((ongoing, 10, NO_MOVE_LIMIT), ongoing),
+        ((ongoing, 10**9, 0), ongoing),
+        ((ongoing, 9, 10), ongoing),
+        ((ongoing, 10, 10), max_moves),
+        ((no_moves, 10, 10), no_moves),  # the game's own end wins over the budget
+        ((tile_limit, 3, 10), tile_limit),
+        ((no_moves, 3, 0), no_moves),
+    ]
+    for args, expected in cases:
+        assert end_reason(*args) == expected
+        assert kernels.end_reason(*args) == expected  # the same rule compiled for numba loops
+
+
+def test_game_with_a_move_budget_ends_with_max_moves():
+    game = Game(5, max_moves=7)
+    while not game.over:
+        game.play(game.board.legal_moves()[0])
+    assert len(game.moves) == 7 and game.end_reason == EndReason.MAX_MOVES
+    with pytest.raises(ValueError, match="game is over"):
+        game.play(game.board.legal_moves()[0])
+    unlimited = Game(5)
+    while not unlimited.over:
+        unlimited.play(unlimited.board.legal_moves()[0])
+    assert unlimited.end_reason == EndReason.NO_MOVES and len(unlimited.moves) > 7
+    assert unlimited.moves[:7] == game.moves
+    with pytest.raises(ValueError, match="max_moves"):
+        Game(5, max_moves=-1)
+
+
+def test_kernel_constants_come_from_the_conventions():
+    from lab2048.engine import conventions as C
+
+    assert int(kernels.FOUR_THRESHOLD) == 429496730  # round(0.1 * 2^32)
+    assert (kernels.UP, kernels.DOWN, kernels.LEFT, kernels.RIGHT) == (0, 1, 2, 3)
+    assert C.MOVE_NAMES == ("up", "down", "left", "right") and C.MOVE_BITS == (1, 2, 4, 8)
+    assert C.ev_class_names(2) == ["ILLEGAL", "FAILURE", "BIN_0", "BIN_1", "WINNER"]
+    assert C.ev_class_names(2).index("WINNER") == C.ev_winner(2)
+    assert C.ev_class_names(2)[C.EV_ILLEGAL] == "ILLEGAL"
+    assert C.ev_class_names(2)[C.EV_FAILURE] == "FAILURE"
+    assert C.ev_class_names(2)[C.EV_FIRST_BIN] == "BIN_0"
+
+
+def test_conventions_and_arrays_import_without_numba():
+    code = ("import sys; import lab2048.engine.conventions, lab2048.engine.arrays\n"
+            "print('numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"

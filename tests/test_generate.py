@@ -1,13 +1,16 @@
 """`lab2048 generate`: valid datasets, independent of worker count, resumable after SIGKILL."""
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from lab2048.data.check import check_dataset, format_report
 from lab2048.data.config import GenerateConfig
@@ -90,3 +93,108 @@ def test_generate_refuses_clearly(tmp_path):
         result = _cli(*args)
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_a_damaged_staged_game_is_played_again(tmp_path):
+    from lab2048.data.generate import _prepare_staging, play_one
+
+    cfg = GenerateConfig(out=str(tmp_path / "ds"), workers=1, **{**SMALL, "games": 3})
+    fresh = generate(GenerateConfig(**{**cfg.__dict__, "out": str(tmp_path / "fresh")}),
+                     progress=False)
+    staging, _ = _prepare_staging(cfg, tmp_path / "ds", overwrite=False)
+    for i in range(3):
+        play_one(i, cfg.seed + i, cfg.teacher, cfg.max_moves, staging)
+    game = staging / "game-0000001.npz"
+    game.write_bytes(game.read_bytes()[:300])  # torn by a kill or a full disk
+    result = _cli("generate", "--out", tmp_path / "ds", "--games", 3, "--seed", 70,
+                  "--max-moves", 150, "--depth", 1, "--workers", 1)
+    assert result.returncode == 0, result.stderr
+    assert "game-0000001.npz: damaged; playing game 1 again" in result.stderr
+    assert _shards(tmp_path / "ds") == _shards(tmp_path / "fresh") and fresh["games"] == 3
+
+
+def test_overwrite_replaces_only_a_dataset_and_workers_must_not_be_negative(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    result = _cli("generate", "--out", notes, "--games", 1, "--depth", 1, "--overwrite")
+    assert result.returncode == 2 and "not a dataset (no metadata.db)" in result.stderr
+    assert [p.name for p in notes.iterdir()] == ["notes.txt"]
+    result = _cli("generate", "--out", tmp_path / "x", "--games", 1, "--workers", -1)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "workers must be 0 (all cores) or more, got -1" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_staged_games(tmp_path, monkeypatch):
+    import errno
+
+    import lab2048.data.dataset as dataset
+    import lab2048.data.generate as gen
+    from lab2048.errors import UserError
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    cfg = GenerateConfig(out=str(tmp_path / "ds"), workers=1, **{**SMALL, "games": 2})
+    staging, _ = gen._prepare_staging(cfg, tmp_path / "ds", overwrite=False)
+    gen.play_one(0, cfg.seed, cfg.teacher, cfg.max_moves, staging)
+    monkeypatch.setattr(gen.np, "savez", full)
+    with pytest.raises(UserError, match=r"cannot write game 1 \(No space left on device\)$"):
+        gen.play_one(1, cfg.seed + 1, cfg.teacher, cfg.max_moves, staging)
+    monkeypatch.undo()
+    gen.play_one(1, cfg.seed + 1, cfg.teacher, cfg.max_moves, staging)
+    monkeypatch.setattr(dataset.np, "save", full)
+    with pytest.raises(UserError, match=r"ds: cannot write the dataset \(No space left"):
+        generate(cfg, progress=False)
+    assert not (tmp_path / "ds").exists()
+    assert sorted(p.name for p in staging.iterdir()) == [
+        "game-0000000.npz", "game-0000001.npz", "settings.json"]
+    monkeypatch.undo()
+    assert generate(cfg, progress=False)["played_now"] == 0
+
+
+def _children(pid):
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _gone(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_with_their_parent(tmp_path):
+    out = tmp_path / "ds"
+    proc = subprocess.Popen([sys.executable, "-m", "lab2048", "generate", "--out", str(out),
+                             "--games", "50", "--depth", "1", "--max-moves", "2000",
+                             "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(staging_dir(out).glob("game-*.npz")):
+            time.sleep(0.05)
+        workers = [k for k in _children(proc.pid) if "python" in
+                   Path(f"/proc/{k}/cmdline").read_bytes().decode(errors="replace")]
+        assert len(workers) >= 2
+        os.kill(proc.pid, signal.SIGKILL)  # the parent only, as a user's kill -9 would
+        proc.wait()
+        deadline = time.time() + 30
+        while time.time() < deadline and not all(_gone(k) for k in workers):
+            time.sleep(0.05)
+        assert all(_gone(k) for k in workers)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -4,6 +4,7 @@ refusals), and a backward pass."""
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -21,7 +22,9 @@ from lab2048.model import (
     load_init,
     mask_illegal,
     move_logits,
+    move_probs,
     save_init,
+    torch_device,
 )
 from lab2048.model.heads import prior_probs
 from lab2048.value_transform import Support, h, h_inverse, two_hot
@@ -67,7 +70,7 @@ def test_forward_shapes_for_every_head_combination(policy_head, value_head):
     elif vh.objective == "mse":
         assert value.shape == (6,)
     else:
-        assert value.shape == (6, SUPPORT.n) and model.value.width == SUPPORT.n
+        assert value.shape == (6, SUPPORT.n)
         assert model.value.out.out_features == SUPPORT.n
     pred = model.predict(tokens(), np.full(6, 15, np.uint8))
     assert pred.move_probs.shape == (6, 4)
@@ -82,7 +85,7 @@ def test_value_head_width_is_the_support_size():
     for n in (2, 51, 601):
         cfg = dataclasses.replace(tiny(), value_head=ValueHeadConfig(
             enabled=True, support=Support(0.0, 600.0, n)))
-        assert Model(cfg).value.out.out_features == n == Model(cfg).value.width
+        assert Model(cfg).value.out.out_features == n
 
 
 def test_mask_illegal_for_every_bitmask():
@@ -97,11 +100,19 @@ def test_mask_illegal_for_every_bitmask():
             assert bool(legal[b, d]) == bool(b >> d & 1)
             expected = logits[b, d] if b >> d & 1 else ILLEGAL_LOGIT
             assert masked[b, d] == expected
-    probs = torch.softmax(masked, -1)
-    assert not probs.isnan().any()
-    torch.testing.assert_close(probs[0], torch.full((4,), 0.25))  # no legal move: uniform
-    assert (probs[1:][~legal[1:]] == 0).all()
     assert torch.equal(mask_illegal(logits, torch.from_numpy(bits)), masked)
+
+
+def test_move_probs_are_zero_for_illegal_moves_and_for_boards_without_one():
+    bits = np.arange(16, dtype=np.uint8)
+    logits = torch.randn(16, 4) * 30
+    probs = move_probs(logits, bits)
+    legal = legal_moves(bits)
+    assert not probs.isnan().any() and (probs[~legal] == 0).all()
+    assert torch.equal(probs[0], torch.zeros(4))  # no legal move: nothing to choose
+    torch.testing.assert_close(probs[1:].sum(-1), torch.ones(15))
+    for b in range(1, 16):  # the softmax over the legal moves alone
+        torch.testing.assert_close(probs[b, legal[b]], torch.softmax(logits[b, legal[b]], -1))
 
 
 def test_predict_on_engine_boards_never_proposes_illegal_moves():
@@ -117,7 +128,7 @@ def test_predict_on_engine_boards_never_proposes_illegal_moves():
     for i, board in enumerate(boards):
         allowed = {int(m) for m in board.legal_moves()}
         for d in range(4):
-            assert (pred.move_probs[i, d] > 0) == (d in allowed or not allowed)
+            assert (pred.move_probs[i, d] > 0) == (d in allowed)  # none legal: all 0
 
 
 def test_binned_ev_move_scores_are_log_p_winner():
@@ -154,7 +165,7 @@ def test_config_json_round_trip_and_policy_only_configs(tmp_path):
     (lambda d: d.update(heads=3), "must divide"),
     (lambda d: d["value_head"].update(objective="l1"), "value_head.objective"),
     (lambda d: d["value_head"]["support"].update(n=1), "at least 2 atoms"),
-    (lambda d: d["value_head"]["support"].update(extra=1), "value_head.support.'extra'"),
+    (lambda d: d["value_head"]["support"].update(extra=1), "'value_head.support.extra'"),
 ])
 def test_bad_configs_are_one_line_errors_naming_the_file(tmp_path, edit, message):
     data = json.loads(tiny().to_json())
@@ -247,6 +258,40 @@ def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
         dataclasses.replace(tiny(), mlp=96).to_json())
     with pytest.raises(UserError, match=r"model\.safetensors: does not match config\.json"):
         load_init(tmp_path / "init")
+
+
+def test_weights_holding_nan_are_refused_in_one_line(tmp_path):
+    model = build(tiny())
+    with torch.no_grad():
+        model.encoder.tokens.weight[3, 0] = float("nan")
+    save_init(model, tmp_path / "init")
+    with pytest.raises(UserError, match=r"model\.safetensors: 1 tensors hold NaN or infinity"):
+        load_init(tmp_path / "init")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_published_files_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        init = save_init(build(tiny()), tmp_path / "init")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in init.iterdir()}
+    assert modes == {"config.json": 0o666 & ~umask, "model.safetensors": 0o666 & ~umask}
+
+
+def test_device_names_follow_one_rule(tmp_path):
+    save_init(build(tiny()), tmp_path / "init")
+    for bad in ("tpu", "cuda:x", "cpu:0", ""):
+        with pytest.raises(UserError) as e:
+            load_init(tmp_path / "init", device=bad)
+        assert str(e.value).startswith("--device: device must be auto, cpu, cuda or cuda:N")
+        assert "safetensors" not in str(e.value)
+    assert torch_device("cpu") == torch.device("cpu")
+    assert torch_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="--device cuda:1: CUDA is not available"):
+            torch_device("cuda:1")
 
 
 def test_bins_file_round_trip_and_checks(tmp_path):

@@ -379,3 +379,44 @@ def test_pack_command_exit_status_and_one_line_errors(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert str(tmp_path / "nowhere") in result.stderr
     assert _cli("check", tmp_path / "ds").returncode == 0
+
+
+def test_overwrite_never_deletes_an_input_or_a_directory_that_is_not_a_dataset(tmp_path):
+    logs = tmp_path / "logs"
+    shutil.copytree(LOGS, logs)
+    before = sorted(p.name for p in logs.iterdir())
+    for out, message in ((logs, "logs: is the input; choose another output directory"),
+                         (tmp_path, "contains the input")):
+        result = _cli("pack", "--input", logs, "--out", out, "--overwrite")
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1
+    notes = tmp_path / "notes"
+    (notes / "docs").mkdir(parents=True)
+    (notes / "notes.txt").write_text("mine")
+    result = _cli("pack", "--input", logs, "--out", notes, "--overwrite")
+    assert result.returncode == 2 and result.stderr == (
+        f"lab2048: error: {notes}: not a dataset (no metadata.db); --overwrite replaces only "
+        "a dataset, so nothing was deleted\n")
+    assert sorted(p.name for p in logs.iterdir()) == before
+    assert sorted(p.name for p in notes.iterdir()) == ["docs", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "notes"]
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_earlier_dataset(tmp_path, monkeypatch):
+    import errno
+
+    import lab2048.data.dataset as dataset
+
+    out = tmp_path / "ds"
+    packed(LOGS, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dataset.np, "save", full)
+    with pytest.raises(UserError, match=r"ds: cannot write the dataset \(No space left"):
+        packed(GAME_8192, out, fmt="macroxue-text", overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+

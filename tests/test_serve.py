@@ -3,6 +3,7 @@ cancellation, round trips over TCP and UDS, Describe, graceful shutdown (CPU, lo
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -364,3 +365,125 @@ def test_serve_command_shuts_down_gracefully_on_sigterm(tmp_path):
     assert proc.returncode == 0, err
     assert "serving" in out and "shutting down" in err and "served 2 boards" in err
     assert not Path(sock).exists()
+
+
+# --- reliability -------------------------------------------------------------------------
+
+
+def test_server_imports_do_not_load_numba():
+    code = "import sys, lab2048.serve.server; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--tcp", "127.0.0.1:99999"], "--tcp 127.0.0.1:99999: port must be in 1..65535"),
+    (["--tcp", "127.0.0.1:0"], "port must be in 1..65535"),
+    (["--tcp", "localhost"], "--tcp wants HOST:PORT"),
+    (["--tcp", "127.0.0.1:5000", "--uds", "s.sock"], "give --tcp or --uds, not both"),
+    (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+    (["--max-batch", "0"], "--max-batch must be at least 1"),
+])
+def test_bad_serve_settings_are_one_line_errors(tmp_path, capsys, flags, message):
+    from lab2048.cli import main
+
+    assert main(["serve", "--init", str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "safetensors" not in err
+
+
+def test_busy_port_is_one_line_without_grpc_logs(tmp_path):
+    import socket
+
+    init = save_init(tiny_model(False), tmp_path / "init")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "lab2048", "serve", "--init", str(init),
+                                 "--tcp", f"127.0.0.1:{port}"], capture_output=True, text=True,
+                                timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == (f"lab2048: error: 127.0.0.1:{port}: cannot listen "
+                             "(the port is in use)\n")
+
+
+def test_second_server_on_a_live_socket_is_refused_and_the_first_keeps_it(tmp_path, capsys):
+    from lab2048.cli import main
+
+    init = save_init(tiny_model(False), tmp_path / "init")
+    sock = tmp_path / "s.sock"
+    with server_thread(tiny_model(False), f"unix:{sock}") as server:
+        assert main(["serve", "--init", str(init), "--uds", str(sock)]) == 2
+        assert "s.sock: another server is listening on this socket" in capsys.readouterr().err
+        with InferenceClient(server.address) as client:  # the first still answers
+            assert client.infer(boards(1)).move_probs.shape == (1, 4)
+        with pytest.raises(OSError, match="another server is listening"):
+            asyncio.run(start_server(tiny_model(False), f"unix:{sock}"))
+    assert not sock.exists()  # the first removed its own socket at exit
+    sock.write_text("not a socket")
+    assert main(["serve", "--init", str(init), "--uds", str(sock)]) == 2
+    assert "s.sock: exists and is not a socket" in capsys.readouterr().err
+    assert sock.read_text() == "not a socket"
+
+
+def test_undecodable_request_bytes_get_invalid_argument():
+    model = tiny_model(False)
+
+    async def scenario():
+        server = await start_server(model, "127.0.0.1:0", max_batch=8, max_wait_ms=1)
+        channel = grpc.aio.insecure_channel(server.address)
+        errors = []
+        for method in ("Infer", "Describe"):  # bytes in, bytes out
+            raw = channel.unary_unary(f"/lab2048.inference.v1.Inference/{method}")
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await raw(b"\x0a\xff\x01")  # field 1, length 255, then the bytes end
+            errors.append(e.value)
+        ok = await pb_grpc.InferenceStub(channel).Infer(make_request(boards(1)))
+        await channel.close()
+        await server.stop(0.5)
+        return errors, ok
+
+    (infer, describe), ok = asyncio.run(scenario())
+    assert infer.code() == describe.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "the request does not decode as InferRequest" in infer.details()
+    assert "decode as DescribeRequest" in describe.details() and len(ok.results) == 1
+
+
+def test_board_without_a_legal_move_gets_probabilities_zero():
+    full = np.array([[1, 2, 1, 2, 2, 1, 2, 1, 1, 2, 1, 2, 2, 1, 2, 1]], np.uint8)
+    with server_thread(tiny_model(True), "127.0.0.1:0") as server, \
+            InferenceClient(server.address) as client:
+        out = client.infer(np.concatenate([full, boards(2)]), "both")
+    assert out.legal_mask[0] == 0 and out.move_probs[0].tolist() == [0.0] * 4
+    assert out.best_move[0] == 0 and np.isfinite(out.value).all()
+    np.testing.assert_allclose(out.move_probs[1:].sum(1), 1, atol=1e-5)
+
+
+def test_describe_reports_the_value_target_of_the_init(tmp_path):
+    from lab2048.value_target import ValueTarget
+
+    model = tiny_model(True)
+    init = save_init(model, tmp_path / "init")
+    with server_thread(model, "127.0.0.1:0", init_dir=init) as server, \
+            InferenceClient(server.address) as client:
+        assert client.describe().value_target_json == "" and client.value_target() is None
+        assert "gamma not recorded" in client.describe().value_target
+    target = ValueTarget(gamma=0.99, reward_scale=0.5, state="afterstate")
+    target.save(init)
+    with server_thread(model, "127.0.0.1:0", init_dir=init) as server, \
+            InferenceClient(server.address) as client:
+        d = client.describe()
+        assert client.value_target() == target
+    assert json.loads(d.value_target_json)["gamma"] == 0.99
+    assert "γ = 0.99" in d.value_target and "afterstate" in d.value_target
+    # wire compatibility: field 17 is new and optional; an older server's answer (fields up
+    # to 16 only) reads as "" and None, and a reader skipping field 17 keeps the rest
+    from lab2048.serve.client import value_target_of
+
+    old = pb.DescribeResponse(policy_head="action_policy", device="cpu").SerializeToString()
+    assert value_target_of(pb.DescribeResponse.FromString(old)) is None
+    new = pb.DescribeResponse(policy_head="action_policy", device="cpu",
+                              value_target_json=d.value_target_json).SerializeToString()
+    assert new.startswith(old) and new[len(old)] == (17 << 3 | 2) & 0x7F | 0x80  # tag 17

@@ -217,7 +217,7 @@ def test_missing_or_corrupt_tables_are_refused(table_dir, tmp_path):
 
 def test_build_tables_command(table_dir, tmp_path, capsys):
     assert main(["teacher", "build-tables", "--rank", "3", "--out", str(tmp_path), "--quiet"]) == 0
-    assert f"{T.entries(RANK):,} entries" in capsys.readouterr().out
+    assert f"ranks 3..3, {T.entries(RANK):,} entries" in capsys.readouterr().out
     assert T.table_path(tmp_path, RANK).read_bytes() == T.table_path(table_dir, RANK).read_bytes()
     T.table_path(tmp_path, RANK).write_bytes(b"junk")
     assert main(["teacher", "build-tables", "--rank", "3", "--out", str(tmp_path)]) == 2

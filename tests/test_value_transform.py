@@ -54,7 +54,7 @@ def test_h_and_inverse_keep_relative_accuracy_near_zero_in_float32():
 
 def test_support_geometry():
     s = Support()
-    assert (s.min, s.max, s.n, s.width, s.step) == (0.0, 600.0, 601, 601, 1.0)
+    assert (s.min, s.max, s.n, s.step) == (0.0, 600.0, 601, 1.0)
     assert s.atoms[0] == 0.0 and s.atoms[-1] == 600.0 and len(s.atoms) == 601
     assert Support(0.0, 1.0, 5).step == 0.25
     for bad in [(0.0, 0.0, 5), (1.0, 0.0, 5), (0.0, 1.0, 1), (0.0, math.inf, 5)]:
@@ -148,3 +148,30 @@ def test_decoding_the_mean_two_hot_of_noisy_returns_recovers_their_mean(support)
     out = decode(mean_probs, support)
     assert out.points == pytest.approx(returns.mean(), rel=0.01)
     assert h_inverse(out.xform) < 0.9 * returns.mean()  # the Jensen bias per-atom decode avoids
+
+
+def test_importing_the_maths_loads_neither_numba_nor_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from lab2048.value_transform import h, two_hot, Support\n"
+            "import numpy as np; two_hot(h(np.arange(5.0)), Support())\n"
+            "print('numba' in sys.modules, 'torch' in sys.modules)\n"
+            "from lab2048.value_transform import h_scalar\n"
+            "from numba import njit\n"
+            "f = njit(lambda x: h_scalar(x, 0.001))\n"
+            "print('numba' in sys.modules, f(3.0) == h(3.0))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "False", "True", "True"]
+
+
+def test_dispatch_is_by_type():
+    x = np.array([0.5, 3.0])
+    assert isinstance(h(x), np.ndarray) and isinstance(h(torch.from_numpy(x)), torch.Tensor)
+    assert isinstance(h_inverse(torch.tensor([1.0])), torch.Tensor)
+    np.testing.assert_allclose(h(torch.from_numpy(x)).numpy(), h(x), rtol=1e-15)
+    with pytest.raises(AttributeError):
+        from lab2048 import value_transform
+
+        value_transform.not_a_name  # noqa: B018

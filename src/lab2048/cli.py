@@ -1,24 +1,34 @@
 """`lab2048`: one entry point, a subcommand per step of the pipeline.
 
-Subcommands import their heavy modules (numba, matplotlib) only when they run, so `--help`
-answers at once. Errors a user can fix (UserError) print as one line `lab2048: error: ...`
-and exit 2; Ctrl-C exits 130 with earlier outputs intact.
+Every subcommand is a dataclass config (lab2048.config: defaults, `--config FILE.toml`,
+`--set section.key=value`, flags) and a small `_x(args)` function that imports its heavy
+modules (numba, torch, matplotlib) only when it runs, so `--help` answers at once. Errors a
+user can fix (UserError) print as one line `lab2048: error: ...` and exit 2; Ctrl-C exits 130
+with earlier outputs intact.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from lab2048 import __version__
+from lab2048.annotate.config import AnnotateConfig, ViewConfig
 from lab2048.config import add_config_args, build_config
-from lab2048.data.config import GenerateConfig
+from lab2048.data.config import (
+    CheckConfig,
+    GenerateConfig,
+    PackConfig,
+    ReplayConfig,
+    ValueSidecarConfig,
+)
 from lab2048.errors import UserError
 from lab2048.play.config import PlayConfig, ValueSmokeConfig
-from lab2048.teacher.config import MAX_TABLE_RANK, MIN_TABLE_RANK, PRESETS
-
-PACK_FORMATS = ("macroxue-jsonl", "macroxue-text")
+from lab2048.serve.config import ServeConfig
+from lab2048.teacher.config import BuildTablesConfig
+from lab2048.train.config import TrainConfig, load_train_config
 
 
 def _play(args: argparse.Namespace) -> int:
@@ -29,10 +39,11 @@ def _play(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    cfg = build_config(ServeConfig, args)
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # errors are our one line, not C++ logs
     from lab2048.serve.server import serve
 
-    return serve(args.init, tcp=args.tcp, uds=args.uds, device=args.device,
-                 max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads)
+    return serve(cfg)
 
 
 def _value_smoke(args: argparse.Namespace) -> int:
@@ -46,7 +57,7 @@ def _replay(args: argparse.Namespace) -> int:
     from lab2048.data.macroxue_text import read_text_game, replay
 
     failed = 0
-    for path in args.files:
+    for path in map(Path, build_config(ReplayConfig, args).files):
         report = replay(read_text_game(path))
         verdict = "engine agrees" if report.agrees else "ENGINE DISAGREES"
         print(f"{path}: {report.moves} moves, score {report.score:,} "
@@ -64,9 +75,10 @@ def _check(args: argparse.Namespace) -> int:
     from lab2048.data.dataset import Dataset, default_dataset
     from lab2048.io import progress_bar
 
-    root = args.dataset or default_dataset()
+    cfg = build_config(CheckConfig, args)
+    root = Path(cfg.dataset) if cfg.dataset else default_dataset()
     rows = Dataset(root).num_rows
-    with progress_bar(not args.quiet, total=rows, unit="step", unit_scale=True,
+    with progress_bar(not cfg.quiet, total=rows, unit="step", unit_scale=True,
                       desc="check") as bar:
         report = check_dataset(root, progress=bar.update)
     print(format_report(report))
@@ -83,8 +95,9 @@ def _generate(args: argparse.Namespace) -> int:
 def _pack(args: argparse.Namespace) -> int:
     from lab2048.data.pack import pack
 
-    report = pack(args.input, args.out, fmt=args.format, workers=args.workers,
-                  shard_rows=args.shard_rows, overwrite=args.overwrite)
+    cfg = build_config(PackConfig, args)
+    report = pack(Path(cfg.input), Path(cfg.out), fmt=cfg.format, workers=cfg.workers,
+                  shard_rows=cfg.shard_rows, overwrite=args.overwrite)
     print(f"{report.out}: {report.games:,} games, {report.steps:,} steps packed in "
           f"{report.seconds:.1f} s; logged values disagree with the board's legal moves on "
           f"{report.ev_legal_differs:,} steps")
@@ -98,55 +111,111 @@ def _pack(args: argparse.Namespace) -> int:
 def _value_sidecar(args: argparse.Namespace) -> int:
     from lab2048.data.dataset import default_dataset
     from lab2048.data.sidecar import SidecarConfig, build_sidecar, format_summary
+    from lab2048.value_target import DEFAULT_GAMMA
 
-    dataset = args.dataset or default_dataset()
-    if args.dataset is None and args.output is None:
-        raise UserError("the embedded dataset is read-only: pass --output DIR for its sidecar")
-    cfg = SidecarConfig(gamma=args.gamma, reward_scale=args.reward_scale, epsilon=args.epsilon)
-    meta = build_sidecar(dataset, cfg, output=args.output, workers=args.workers,
-                         overwrite=args.overwrite)
-    print(format_summary(meta, args.output or dataset))
+    cfg = build_config(ValueSidecarConfig, args)
+    dataset = Path(cfg.dataset) if cfg.dataset else default_dataset()
+    output = Path(cfg.output) if cfg.output else None
+    kind, gamma = "monte_carlo", cfg.gamma
+    if cfg.bootstrap:
+        from lab2048.data.bootstrap import bootstrap_gamma
+
+        kind = "n_step" if cfg.n_step is not None else "lambda"
+        gamma = bootstrap_gamma(Path(cfg.bootstrap), gamma)
+        if gamma is None:
+            print(f"lab2048: note: {cfg.bootstrap} has no value-target.json; using gamma "
+                  f"{DEFAULT_GAMMA}", file=sys.stderr)
+    sidecar = SidecarConfig(gamma=gamma or DEFAULT_GAMMA, reward_scale=cfg.reward_scale,
+                            epsilon=cfg.epsilon, kind=kind, n=cfg.n_step or 0,
+                            lam=cfg.lam or 0.0)
+    meta = build_sidecar(dataset, sidecar, output=output, workers=cfg.workers,
+                         overwrite=args.overwrite,
+                         bootstrap=Path(cfg.bootstrap) if cfg.bootstrap else None)
+    print(format_summary(meta, output or dataset))
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from lab2048.train.config import load_train_config
-
     cfg = load_train_config(args.config, args.set)
-    from lab2048.train.trainer import train
+    from lab2048.train.trainer import train  # torch: only once the config is known good
 
     metrics = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    print(f"{cfg.train.out}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        print(f"{cfg.train.out}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    return 0
+
+
+def _annotate(args: argparse.Namespace) -> int:
+    from lab2048.annotate.run import annotate, format_summary
+
+    cfg = build_config(AnnotateConfig, args)
+    manifest = annotate(cfg, resume=args.resume, overwrite=args.overwrite)
+    print(format_summary(manifest, Path(cfg.out or cfg.dataset)))
     return 0
 
 
 def _teacher_build_tables(args: argparse.Namespace) -> int:
     from lab2048.teacher import tables
 
-    path = tables.build(args.rank, args.out or "", progress=not args.quiet)
-    print(f"{path}: {tables.FORMATION} table of rank {args.rank}, "
-          f"{tables.entries(args.rank):,} entries")
+    cfg = build_config(BuildTablesConfig, args)
+    path = tables.build(cfg.rank, cfg.out, progress=not cfg.quiet)
+    print(f"{path}: {tables.FORMATION} tables of ranks {tables.MIN_RANK}..{cfg.rank}, "
+          f"{tables.layout(cfg.rank)[2]:,} entries")
     return 0
 
 
-def _add_value_sidecar_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", type=Path, metavar="DIR",
-                   help="packed dataset (default: the small one embedded in the package)")
-    p.add_argument("--gamma", type=float, default=0.997, help="discount (default: 0.997)")
-    p.add_argument("--reward-scale", type=float, default=1.0,
-                   help="reward_scaled = reward x this (default: 1.0)")
-    p.add_argument("--epsilon", type=float, default=0.001,
-                   help="eps of the h transform of return_scaled (default: 0.001)")
-    p.add_argument("--workers", type=int, default=0, help="threads (0: all cores)")
-    p.add_argument("--output", type=Path, metavar="DIR",
-                   help="where values-NNNNN.npy and values.json go (default: the dataset)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing sidecar")
-    p.set_defaults(run=_value_sidecar)
+def _view(args: argparse.Namespace) -> int:
+    from lab2048.viewer.app import serve
+
+    return serve(build_config(ViewConfig, args))
 
 
-_VALUE_SIDECAR_HELP = ("Compute per-step rewards and discounted returns (raw, and h-transformed "
-                       "of the scaled rewards) aligned 1:1 with a packed dataset's shards: "
-                       "values-NNNNN.npy and values.json.")
+def configure(p: argparse.ArgumentParser, config, run, *, overwrite: str = "",
+              flags: bool = True) -> argparse.ArgumentParser:
+    """A command's parser: its config's arguments (`add_config_args`), `--overwrite` with this
+    help where it writes outputs, and its `run(args)` function."""
+    add_config_args(p, config, flags=flags)
+    if overwrite:
+        p.add_argument("--overwrite", action="store_true", help=overwrite)
+    p.set_defaults(run=run)
+    return p
+
+
+def command(sub, name: str, config, run, *, help: str, **kw) -> argparse.ArgumentParser:
+    """A subcommand `name` (see `configure`), described by DESCRIPTIONS, else by its
+    config's docstring."""
+    p = sub.add_parser(name, help=help, description=DESCRIPTIONS.get(name, config.__doc__))
+    return configure(p, config, run, **kw)
+
+
+DESCRIPTIONS = {  # of the commands whose config has no docstring of its own (yet)
+    "annotate": """Run a model over a packed dataset and write, aligned 1:1 with its steps
+        shards, the policy's move probabilities and argmax (annotations-NNNNN.npy), the value
+        and the 1-ply Q of each move (annotations-value-NNNNN.npy), the value atoms of
+        categorical heads (annotations-value-bins-NNNNN.npy) and annotation_manifest.json. Per
+        shard; --resume continues an interrupted run.""",
+    "view": """Serve a web page (http://127.0.0.1:8048 by default) to browse a dataset's runs
+        step by step: the board, the teacher's and the model's moves and values,
+        disagreements, and value rails (predicted value against the realised return). Ctrl-C
+        stops it.""",
+    "play": """Play seeded games with a baseline agent or a model's policy (--init DIR in
+        process, --server ADDR through `lab2048 serve`); print a summary and optionally write
+        games.csv, summary.json and scores.png to --out.""",
+    "value-smoke": """Play short seeded rollouts with a model's policy and compare the value
+        head's prediction at every step with the discounted return realised afterwards in the
+        same rollout: MAE, correlation and explained variance in points, value-smoke.json,
+        steps.csv and value-smoke.png.""",
+    "generate": """Play seeded games with the expectimax teacher in worker processes and
+        write a packed dataset. An interrupted run resumes when the same command is run
+        again.""",
+    "train": """Train the model on a packed dataset joined with its value sidecar: a TOML
+        config (sections data, model, objective, optim, train; see configs/train/), then --set
+        overrides. Writes metrics.jsonl, curves.png, checkpoint.pt and the init directory to
+        train.out.""",
+}
+
+
+_VALUE_SIDECAR_OVERWRITE = "replace an existing sidecar"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,118 +226,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lab2048 {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("play", help="play games with an agent and summarise them",
-                       description="Play seeded games with a baseline agent or a model's policy "
-                       "(--init DIR in process, --server ADDR through `lab2048 serve`); print "
-                       "a summary and optionally write games.csv, summary.json and scores.png "
-                       "to --out.")
-    add_config_args(p, PlayConfig)
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.set_defaults(run=_play)
-
-    p = sub.add_parser("serve", help="serve a model over gRPC (micro-batched)",
-                       description="Serve a model init directory with the gRPC Inference "
-                       "service (proto/lab2048/inference/v1/inference.proto) and the standard "
-                       "health service. Concurrent requests share forward passes. Listens on "
-                       "127.0.0.1:50051 unless told otherwise; SIGTERM or SIGINT shut it down "
-                       "gracefully.")
-    p.add_argument("--init", type=Path, required=True, metavar="DIR", help="model init directory")
-    p.add_argument("--tcp", metavar="HOST:PORT", help="TCP address (default: 127.0.0.1:50051)")
-    p.add_argument("--uds", metavar="PATH", help="Unix domain socket instead of TCP")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
-    p.add_argument("--max-batch", type=int, default=256, metavar="N",
-                   help="boards per forward pass at most (default: 256)")
-    p.add_argument("--max-wait-ms", type=float, default=0.5, metavar="T",
-                   help="how long a batch waits to fill after its first board (default: 0.5;"
-                   " on a CPU, boards arriving during a forward fill the next batch anyway)")
-    p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="torch CPU threads (default 0: torch's default, one per core)")
-    p.set_defaults(run=_serve)
-
-    p = sub.add_parser("value-smoke", help="predicted values against realised returns",
-                       description="Play short seeded rollouts with a model's policy and compare "
-                       "the value head's prediction at every step with the discounted return "
-                       "realised afterwards in the same rollout: MAE, correlation and explained "
-                       "variance in points, value-smoke.json, steps.csv and value-smoke.png.")
-    add_config_args(p, ValueSmokeConfig)
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.set_defaults(run=_value_smoke)
-
-    p = sub.add_parser("replay", help="check the engine against macroxue/2048-ai text logs",
-                       description="Replay macroxue/2048-ai `-v` game logs (.txt or .txt.gz) "
-                       "through the engine: every move, reward and the final position must "
-                       "agree. Exits 1 if any game disagrees.")
-    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    p.set_defaults(run=_replay)
-
-    p = sub.add_parser("check", help="validate a packed dataset and summarise it",
-                       description="Check a packed dataset (dtype, run contiguity, step order, "
-                       "runs table, legality of every move, boards following from move + one "
-                       "spawn, ev_legal against the board) and print a summary. Problems are "
-                       "listed per run; exits 1 if there are any. Without DATASET, checks the "
-                       "small dataset embedded in the package.")
-    p.add_argument("dataset", nargs="?", type=Path, metavar="DATASET")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=_check)
-
-    p = sub.add_parser("generate", help="play teacher games into a packed dataset",
-                       description="Play seeded games with the expectimax teacher in worker "
-                       "processes and write a packed dataset. An interrupted run resumes when "
-                       "the same command is run again.")
-    add_config_args(p, GenerateConfig)
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing dataset (and discard a staged run with other "
-                   "settings)")
-    p.set_defaults(run=_generate)
-
-    p = sub.add_parser("pack", help="import Macroxue logs into a packed dataset",
-                       description="Import Macroxue logs (NAME.jsonl.gz + NAME.meta.json) or "
-                       "macroxue/2048-ai `-v` text output (.txt, .txt.gz) into a packed dataset. "
-                       "Malformed or inconsistent games are reported and skipped; the exit "
-                       "status is 1 if any was.")
-    p.add_argument("--input", type=Path, required=True, metavar="LOGDIR")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR")
-    p.add_argument("--format", choices=PACK_FORMATS, default=PACK_FORMATS[0])
-    p.add_argument("--workers", type=int, default=0, help="worker processes (0: all cores)")
-    p.add_argument("--shard-rows", type=int, default=1 << 20, help="rows per steps shard")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    p.set_defaults(run=_pack)
-
-    p = sub.add_parser("value-sidecar", help="rewards and discounted returns for a dataset",
-                       description=_VALUE_SIDECAR_HELP)
-    _add_value_sidecar_args(p)
-
-    p = sub.add_parser("train", help="train policy and value heads on a dataset and sidecar",
-                       description="Train the model on a packed dataset joined with its value "
-                       "sidecar: a TOML config (sections data, model, objective, optim, train; "
-                       "see configs/train/), then --set overrides. Writes metrics.jsonl, "
-                       "curves.png, checkpoint.pt and the init directory to train.out.")
-    p.add_argument("--config", type=Path, metavar="FILE", help="TOML config")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config key (repeatable), e.g. --set train.steps=500")
+    command(sub, "play", PlayConfig, _play, help="play games with an agent and summarise them",
+            overwrite="replace existing outputs")
+    command(sub, "serve", ServeConfig, _serve, help="serve a model over gRPC (micro-batched)")
+    command(sub, "value-smoke", ValueSmokeConfig, _value_smoke,
+            help="predicted values against realised returns", overwrite="replace existing outputs")
+    command(sub, "replay", ReplayConfig, _replay,
+            help="check the engine against macroxue/2048-ai text logs")
+    command(sub, "check", CheckConfig, _check, help="validate a packed dataset and summarise it")
+    command(sub, "generate", GenerateConfig, _generate,
+            help="play teacher games into a packed dataset", overwrite="replace an existing "
+            "dataset (and discard a staged run with other settings)")
+    command(sub, "pack", PackConfig, _pack, help="import Macroxue logs into a packed dataset",
+            overwrite="replace an existing dataset")
+    command(sub, "value-sidecar", ValueSidecarConfig, _value_sidecar,
+            help="rewards and discounted returns for a dataset",
+            overwrite=_VALUE_SIDECAR_OVERWRITE)
+    p = command(sub, "train", TrainConfig, _train, flags=False,
+                help="train policy and value heads on a dataset and sidecar",
+                overwrite="replace an existing run")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in train.out from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run")
-    p.set_defaults(run=_train)
-
-    p = sub.add_parser("teacher", help="teacher utilities (build-tables)",
-                       description="Utilities of the expectimax teacher.")
-    teacher = p.add_subparsers(dest="teacher_command", required=True, metavar="ACTION")
-    p = teacher.add_parser("build-tables", help="build the strong teacher's formation table",
-                           description="Compute the formation table the strong teacher looks "
-                           "moves up in (exhaustive expectimax; see docs/teacher.md for time, "
-                           "memory and disk). Shows progress; a killed build resumes when run "
-                           "again; an existing complete table is checked and kept.")
-    p.add_argument("--out", type=Path, metavar="DIR",
-                   help="table directory (default: $XDG_CACHE_HOME/lab2048/teacher-tables)")
-    strong_rank = PRESETS["strong"]["table_rank"]
-    p.add_argument("--rank", type=int, default=strong_rank,
-                   choices=range(MIN_TABLE_RANK, MAX_TABLE_RANK + 1),
-                   metavar=f"{{{MIN_TABLE_RANK}..{MAX_TABLE_RANK}}}",
-                   help="table rank r: the formation builds a 2^(r+1) tile in its target cell "
-                   f"(default: {strong_rank}, the strong preset's)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=_teacher_build_tables)
+    p = command(sub, "annotate", AnnotateConfig, _annotate,
+                help="a model's outputs beside every step of a dataset",
+                overwrite="replace existing annotations")
+    p.add_argument("--resume", action="store_true",
+                   help="continue annotations with the same settings, skipping finished shards")
+    command(sub, "view", ViewConfig, _view,
+            help="a web viewer of a dataset, its annotations and values")
+    teacher = sub.add_parser("teacher", help="teacher utilities (build-tables)",
+                             description="Utilities of the expectimax teacher.")
+    actions = teacher.add_subparsers(dest="action", required=True, metavar="ACTION")
+    configure(actions.add_parser("build-tables", help="build the strong teacher's tables",
+                                 description=BuildTablesConfig.__doc__),
+              BuildTablesConfig, _teacher_build_tables)
     return parser
 
 
@@ -289,8 +280,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def value_sidecar_main() -> int:
     """The `value-sidecar` command: `lab2048 value-sidecar` under its own name."""
-    parser = argparse.ArgumentParser(prog="value-sidecar", description=_VALUE_SIDECAR_HELP)
-    _add_value_sidecar_args(parser)
+    parser = argparse.ArgumentParser(prog="value-sidecar", description=ValueSidecarConfig.__doc__)
+    configure(parser, ValueSidecarConfig, _value_sidecar, overwrite=_VALUE_SIDECAR_OVERWRITE)
     return _run(parser.parse_args())
 
 

@@ -20,27 +20,36 @@ h-space); `two_hot` turns h-space targets into such distributions and `decode` t
 distributions back into the h-space expectation and the value in points. Decoding is per atom,
 sum_i p_i h^-1(atom_i), never h^-1(sum_i p_i atom_i), which is biased low (Jensen: h^-1 is
 convex).
+
+Choices
+- One function per formula for both array libraries: an argument that is a torch.Tensor gets
+  torch operations, anything else NumPy. A tensor can exist only once torch is imported, so the
+  test asks `sys.modules` and never imports torch itself (NumPy callers never load it).
+- `h_scalar` is compiled by numba when first imported from here (a module `__getattr__`), so
+  importing this module does not load numba: the server's import chain stays free of it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from numba import njit
+import numpy as np
 
-DEFAULT_EPSILON = 1e-3
+from lab2048.value_target import DEFAULT_EPSILON
+
+
+def _is_tensor(x) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _lib(x):
-    if type(x).__module__.startswith("torch"):
-        import torch
-
-        return torch
-    import numpy as np
-
-    return np
+    """torch for a tensor, else NumPy."""
+    return sys.modules["torch"] if _is_tensor(x) else np
 
 
 def h(x, eps: float = DEFAULT_EPSILON):
@@ -50,11 +59,23 @@ def h(x, eps: float = DEFAULT_EPSILON):
     return lib.sign(x) * a / (lib.sqrt(a + 1) + 1) + eps * x  # sqrt(a+1) - 1, rationalised
 
 
-@njit(cache=True, nogil=True)
-def h_scalar(x: float, eps: float) -> float:
+def _h_scalar(x: float, eps: float) -> float:
     """`h` of one float, callable from numba kernels (same formula, same rounding order)."""
     a = abs(x)
     return math.copysign(a / (math.sqrt(a + 1.0) + 1.0), x) + eps * x
+
+
+@functools.cache
+def _compiled_h_scalar():
+    from numba import njit  # lazily: only numba kernels need it
+
+    return njit(cache=True, nogil=True)(_h_scalar)
+
+
+def __getattr__(name: str):
+    if name == "h_scalar":
+        return _compiled_h_scalar()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def h_inverse(y, eps: float = DEFAULT_EPSILON):
@@ -83,18 +104,12 @@ class Support:
             raise ValueError(f"support needs at least 2 atoms, got {self.n}")
 
     @property
-    def width(self) -> int:
-        return self.n
-
-    @property
     def step(self) -> float:
         return (self.max - self.min) / (self.n - 1)
 
     @property
     def atoms(self):
         """The atoms in h-space, float64 NumPy [n] (the last one is exactly `max`)."""
-        import numpy as np
-
         return np.linspace(self.min, self.max, self.n)
 
 
@@ -110,7 +125,7 @@ def two_hot(y, support: Support):
     given float32), torch in, torch out (y's float dtype and device). Non-finite y raises.
     """
     lib = _lib(y)
-    if lib.__name__ == "torch":
+    if lib is not np:
         if not y.is_floating_point():
             y = y.float()
         if not bool(lib.isfinite(y).all()):
@@ -124,7 +139,7 @@ def two_hot(y, support: Support):
     lo = lib.clip(lib.floor(pos), 0, support.n - 1)
     w_hi = pos - lo
     lo_i, hi_i = _index(lib, lo), _index(lib, lib.clip(lo + 1, 0, support.n - 1))
-    if lib.__name__ == "torch":
+    if lib is not np:
         out = y.new_zeros((*y.shape, support.n))
         out.scatter_add_(-1, lo_i[..., None], (1 - w_hi)[..., None])
         return out.scatter_add_(-1, hi_i[..., None], w_hi[..., None])
@@ -136,7 +151,7 @@ def two_hot(y, support: Support):
 
 
 def _index(lib, x):
-    return x.long() if lib.__name__ == "torch" else x.astype(lib.int64)
+    return x.astype(np.int64) if lib is np else x.long()
 
 
 class Decoded(NamedTuple):
@@ -159,7 +174,7 @@ def decode(probs, support: Support, eps: float = DEFAULT_EPSILON) -> Decoded:
     lib = _lib(probs)
     atoms = support.atoms
     raw = h_inverse(atoms, eps)
-    if lib.__name__ == "torch":
+    if lib is not np:
         atoms = lib.as_tensor(atoms, dtype=probs.dtype, device=probs.device)
         raw = lib.as_tensor(raw, dtype=probs.dtype, device=probs.device)
     else:

@@ -8,10 +8,17 @@ Checks, streamed shard by shard (a dataset never has to fit in RAM):
   2 or 4 on a cell the move left empty (the 65536 mask follows the move too);
 - max_rank is the board's highest exponent, 65536 mask bits sit on nibble-15 cells, valuation
   types are registered, and the sum of a run's rewards equals `runs.max_score`;
+- every row of a run holds the run's seed (`runs.seed` truncated to 32 bits), branch_evs are
+  finite, a shard holds no bytes after its array, and the session table is readable;
 - legality recomputed from the board is compared with `ev_legal`: disagreements are counted
   and reported, not failed (some existing packs derive ev_legal from non-null teacher values).
 
 Problems are collected per run; `run` prints up to a few per run and returns 1 if any.
+
+Choices
+- The rules that `value-sidecar` must enforce too live here once: `check_rows` (legality,
+  move plus one spawn, step order), `is_one_spawn` (also `pack`'s), `runs_table_problems`
+  and `file_problems`; the sidecar builder refuses a dataset they reject.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from numba import njit
 
 from lab2048.data.dataset import Dataset
 from lab2048.engine import kernels as K
+from lab2048.errors import UserError
 
 # per-row problem bits
 BAD_MASK, ILLEGAL_MOVE, BAD_CHAIN, BAD_MAX_RANK, EV_LEGAL_DIFFERS, BAD_ORDER = 1, 2, 4, 8, 16, 32
@@ -40,8 +48,9 @@ _LOW_BITS = np.uint64(0x1111_1111_1111_1111)
 
 
 @njit(cache=True, nogil=True)
-def _is_one_spawn(after, after_mask, nxt, nxt_mask):
-    """nxt equals `after` with exactly one empty cell now holding exponent 1 or 2."""
+def is_one_spawn(after, after_mask, nxt, nxt_mask):
+    """nxt equals `after` with exactly one empty cell now holding exponent 1 or 2: the rule
+    that links a board after its move to the next recorded board."""
     if after_mask != nxt_mask:
         return False
     diff = after ^ nxt
@@ -53,6 +62,15 @@ def _is_one_spawn(after, after_mask, nxt, nxt_mask):
     cell = marks * K.NIBBLE
     new = nxt & cell
     return after & cell == 0 and (new == marks or new == marks * np.uint64(2))
+
+
+@njit(cache=True, nogil=True)
+def follows_by_one_spawn(after, after_masks, nxt, nxt_masks):
+    """Per row: is_one_spawn(after[i], after_masks[i], nxt[i], nxt_masks[i]) (bool [N])."""
+    out = np.empty(len(after), np.bool_)
+    for i in range(len(after)):
+        out[i] = is_one_spawn(after[i], np.int64(after_masks[i]), nxt[i], np.int64(nxt_masks[i]))
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -97,7 +115,7 @@ def row_checks_kernel(run_id, step_index, board, mask, move_dir, ev_legal, max_r
                     f |= BAD_CHAIN  # a 2^17 move ends the game: nothing may follow
             elif (i + 1 < n and run_id[i + 1] == run_id[i]
                   and step_index[i + 1] == step_index[i] + 1
-                  and not _is_one_spawn(nb, nm, board[i + 1], np.int64(mask[i + 1]))):
+                  and not is_one_spawn(nb, nm, board[i + 1], np.int64(mask[i + 1]))):
                 f |= BAD_CHAIN
         flags[i] = f
         rewards[i] = reward
@@ -131,9 +149,12 @@ def check_dataset(root: Path, chunk_rows: int = 1 << 20, progress=None) -> Check
     ds = Dataset(root)
     report = CheckReport(path=Path(root), rows=ds.num_rows, shards=len(ds.shards),
                          runs=len(ds.runs["id"]))
+    report.problems[-1].extend(file_problems(ds))
     move_xor, line_reward = K.tables()
     known_types = set(ds.valuation_types.values())
     names = {v: k for k, v in ds.valuation_types.items()}
+    table_ids = ds.runs["id"]
+    table_seeds = ds.runs["seed"] & 0xFFFFFFFF
     seen: dict[int, list[int]] = {}  # run id -> [rows, reward sum]
     order: list[int] = []  # run ids in order of appearance
     prev = None  # last row of the previous chunk, to link chunks
@@ -174,6 +195,16 @@ def check_dataset(root: Path, chunk_rows: int = 1 << 20, progress=None) -> Check
         for bit, text in _ROW_PROBLEMS.items():
             for i in np.flatnonzero(flags & bit):
                 report.problems[int(ids[i])].append(f"step {int(steps[i])}: {text}")
+        if len(table_ids):  # every row holds its run's seed (unlisted runs are reported below)
+            at = np.minimum(np.searchsorted(table_ids, ids), len(table_ids) - 1)
+            for i in np.flatnonzero((table_ids[at] == ids) & (chunk["seed"] != table_seeds[at])):
+                report.problems[int(ids[i])].append(
+                    f"step {int(steps[i])}: seed {int(chunk['seed'][i])}, runs.seed says "
+                    f"{int(table_seeds[at[i]])}")
+        for i in np.flatnonzero(~np.isfinite(chunk["branch_evs"]).all(axis=1)):
+            report.problems[int(ids[i])].append(f"step {int(steps[i])}: branch_evs "
+                                                f"{chunk['branch_evs'][i].tolist()} are not "
+                                                "finite")
         vt = chunk["valuation_type"]
         for t, count in zip(*np.unique(vt, return_counts=True), strict=True):
             report.valuation_counts[names.get(int(t), f"unregistered id {int(t)}")] += int(count)
@@ -181,22 +212,64 @@ def check_dataset(root: Path, chunk_rows: int = 1 << 20, progress=None) -> Check
                 report.problems[-1].append(
                     f"valuation_type {int(t)} is not in valuation_types.json")
         prev = chunk[-1:].copy() if len(chunk) else prev
-    runs = ds.runs
-    for rid, steps_, score in zip(runs["id"], runs["steps"], runs["max_score"], strict=True):
-        rid = int(rid)
-        if rid not in seen:
-            report.problems[rid].append("listed in metadata.db but has no rows")
-            continue
-        if seen[rid][0] != steps_:
-            report.problems[rid].append(f"runs.steps = {int(steps_)} but {seen[rid][0]} rows")
-        if seen[rid][1] != score:
-            report.problems[rid].append(
-                f"runs.max_score = {int(score):,} but the moves earn {seen[rid][1]:,}")
-    for rid in set(seen) - set(int(r) for r in runs["id"]):
-        report.problems[rid].append("has rows but no entry in metadata.db runs")
-    report.scores = runs["max_score"]
-    report.highest_tiles = runs["highest_tile"]
+    ids = np.array(order, np.int64)
+    problems, mismatched = runs_table_problems(ds, ids, np.array([seen[r][0] for r in order]),
+                                               np.array([seen[r][1] for r in order]))
+    for rid, text in problems:
+        report.problems[rid].append(text)
+    table = dict(zip(ds.runs["id"].tolist(), ds.runs["max_score"].tolist(), strict=True))
+    for rid in mismatched:
+        report.problems[rid].append(f"runs.max_score = {table[rid]:,} but the moves earn "
+                                    f"{seen[rid][1]:,}")
+    if not report.problems[-1]:
+        del report.problems[-1]
+    report.scores = ds.runs["max_score"]
+    report.highest_tiles = ds.runs["highest_tile"]
     return report
+
+
+def file_problems(ds: Dataset) -> list[str]:
+    """Problems of the files themselves: bytes after a shard's array; an unreadable session
+    table is a UserError (raised by `ds.session`)."""
+    _ = ds.session
+    problems = []
+    for path, shard in zip(ds.shard_paths, ds.shards, strict=True):
+        size = path.stat().st_size
+        end = getattr(shard, "offset", 0) + shard.nbytes
+        if size != end:
+            problems.append(f"{path.name}: {size - end:,} bytes after the array")
+    return problems
+
+
+def runs_table_problems(ds: Dataset, ids: np.ndarray, rows: np.ndarray,
+                        sums: np.ndarray) -> tuple[list[tuple[int, str]], list[int]]:
+    """The runs found in the shards (ids in order of appearance, their row counts and reward
+    sums) against metadata.db's runs table: ([(run id, problem)], ids whose reward sum is not
+    runs.max_score). Problems: a listed run without rows, runs.steps not the row count, rows
+    of an unlisted run."""
+    table = ds.runs
+    problems = []
+    listed = np.isin(table["id"], ids)
+    for rid in table["id"][~listed]:
+        problems.append((int(rid), "listed in metadata.db but has no rows"))
+    known = np.isin(ids, table["id"])
+    for rid in ids[~known]:
+        problems.append((int(rid), "has rows but no entry in metadata.db runs"))
+    at = np.searchsorted(table["id"], ids[known])
+    steps, score = table["steps"][at], table["max_score"][at]
+    for rid, want, got in zip(ids[known][steps != rows[known]], steps[steps != rows[known]],
+                              rows[known][steps != rows[known]], strict=True):
+        problems.append((int(rid), f"runs.steps = {int(want)} but {int(got)} rows"))
+    return problems, sorted(ids[known][score != sums[known]].tolist())
+
+
+def refuse_problems(path: Path, problems: list[tuple[int, str]]) -> None:
+    """A UserError naming the first problem (and how many there are), if any."""
+    if problems:
+        rid, text = problems[0]
+        more = f" (and {len(problems) - 1} more; see `lab2048 check`)" if len(problems) > 1 else ""
+        where = "" if rid < 0 else f"run {rid}: "
+        raise UserError(f"{path}: {where}{text}{more}")
 
 
 def check_rows(rows: np.ndarray, move_xor, line_reward, full: bool = True,

@@ -1,10 +1,12 @@
-"""The `lab2048 generate` config (stdlib only: the CLI builds its flags before importing numba)."""
+"""The configs of the data commands (generate, pack, value-sidecar, check, replay); stdlib
+only: the CLI builds its flags before importing numba."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from lab2048.teacher.config import TeacherConfig
+from lab2048.value_target import DEFAULT_EPSILON, DEFAULT_GAMMA
 
 
 @dataclass
@@ -30,3 +32,105 @@ class GenerateConfig:
             raise ValueError(f"shard_rows must be at least 1, got {self.shard_rows}")
         if self.max_moves < 0:
             raise ValueError(f"max_moves must be 0 (no limit) or more, got {self.max_moves}")
+
+
+PACK_FORMATS = ("macroxue-jsonl", "macroxue-text")
+
+
+@dataclass
+class PackConfig:
+    """Import Macroxue logs (NAME.jsonl.gz + NAME.meta.json) or macroxue/2048-ai `-v` text
+    output (.txt, .txt.gz) into a packed dataset. Malformed or inconsistent games are reported
+    and skipped; the exit status is 1 if any was."""
+
+    input: str = field(default="", metadata={
+        "help": "directory of Macroxue logs (required)", "metavar": "LOGDIR"})
+    out: str = field(default="", metadata={"help": "dataset directory to write (required)",
+                                           "metavar": "DIR"})
+    format: str = field(default=PACK_FORMATS[0], metadata={
+        "help": "input format", "choices": PACK_FORMATS})
+    workers: int = field(default=0, metadata={"help": "worker processes (0: all cores)"})
+    shard_rows: int = field(default=1 << 20, metadata={"help": "rows per steps shard"})
+
+    def __post_init__(self) -> None:
+        if not (self.input and self.out):
+            raise ValueError("--input LOGDIR and --out DIR are required")
+        if self.format not in PACK_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(PACK_FORMATS)}, "
+                             f"got {self.format!r}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 (all cores) or more, got {self.workers}")
+        if self.shard_rows < 1:
+            raise ValueError(f"shard_rows must be at least 1, got {self.shard_rows}")
+
+
+@dataclass
+class ValueSidecarConfig:
+    """Compute per-step rewards and value targets (raw, and h-transformed of the scaled
+    rewards) aligned 1:1 with a packed dataset's shards: values-NNNNN.npy and values.json.
+    Monte Carlo returns, or n-step / TD(lambda) returns bootstrapped on a model's values
+    (--bootstrap)."""
+
+    dataset: str = field(default="", metadata={
+        "help": "packed dataset ('': the small one embedded in the package)", "metavar": "DIR"})
+    gamma: float | None = field(default=None, metadata={
+        "help": f"discount (default: a bootstrapping model's, else {DEFAULT_GAMMA})"})
+    reward_scale: float = field(default=1.0, metadata={
+        "help": "reward_scaled = reward x this"})
+    epsilon: float = field(default=DEFAULT_EPSILON, metadata={
+        "help": "eps of the h transform of return_scaled"})
+    workers: int = field(default=0, metadata={"help": "threads (0: all cores)"})
+    output: str = field(default="", metadata={
+        "help": "where values-NNNNN.npy and values.json go ('': the dataset)", "metavar": "DIR"})
+    bootstrap: str = field(default="", metadata={
+        "help": "model init whose value head bootstraps the target (with --n-step or --lambda)",
+        "metavar": "INIT"})
+    n_step: int | None = field(default=None, metadata={
+        "help": "n-step returns: N rewards, then gamma^N V(board N steps on)", "metavar": "N"})
+    lam: float | None = field(default=None, metadata={
+        "help": "TD(lambda) returns bootstrapped on the model's values", "flag": "--lambda",
+        "metavar": "L"})
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 (all cores) or more, got {self.workers}")
+        if not (self.dataset or self.output):
+            raise ValueError("the embedded dataset is read-only: pass --output DIR for its "
+                             "sidecar")
+        if self.gamma is not None and not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if self.n_step is not None and self.n_step < 1:
+            raise ValueError(f"--n-step must be at least 1, got {self.n_step}")
+        if self.lam is not None and not 0 <= self.lam <= 1:
+            raise ValueError(f"--lambda must be in [0, 1], got {self.lam}")
+        if (self.bootstrap or self.n_step is not None or self.lam is not None) and (
+                not self.bootstrap or (self.n_step is None) == (self.lam is None)):
+            raise ValueError("a bootstrapped target needs --bootstrap INIT and one of --n-step N "
+                             "or --lambda L")
+
+
+@dataclass
+class CheckConfig:
+    """Check a packed dataset (dtype, run contiguity, step order, runs table, legality of
+    every move, boards following from move + one spawn, ev_legal against the board) and print
+    a summary. Problems are listed per run; exits 1 if there are any. Without DATASET, checks
+    the small dataset embedded in the package."""
+
+    dataset: str = field(default="", metadata={
+        "help": "packed dataset (default: the one embedded in the package)",
+        "positional": True, "metavar": "DATASET"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bar"})
+
+
+@dataclass
+class ReplayConfig:
+    """Replay macroxue/2048-ai `-v` game logs (.txt or .txt.gz) through the engine: every
+    move, reward and the final position must agree. Exits 1 if any game disagrees."""
+
+    files: list[str] = field(default_factory=list, metadata={
+        "help": "macroxue/2048-ai -v logs (.txt or .txt.gz)", "positional": True,
+        "metavar": "FILE"})
+
+    def __post_init__(self) -> None:
+        if not self.files:
+            raise ValueError("give at least one FILE")

@@ -13,12 +13,15 @@ Choices
 - Readers memory-map the shards (`np.load(mmap_mode="r")`) and check the dtype exactly; a
   dataset never has to fit in RAM. Every format problem is a one-line UserError naming the file.
 - `DatasetWriter` fills shards of `shard_rows` rows in a hidden temporary directory beside the
-  target and renames it into place at `close()`: an interrupted write leaves any earlier dataset
-  untouched; an existing one is replaced only with overwrite=True.
+  target and renames it into place at `close()`: an interrupted write (or a full disk: one line)
+  leaves any earlier dataset untouched. An existing output is replaced only with overwrite=True
+  and only when it is a dataset (it holds metadata.db), never when it is or contains an input
+  (`io.claim_dir`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -32,7 +35,7 @@ import numpy as np
 
 from lab2048 import __version__
 from lab2048.errors import UserError
-from lab2048.io import publish_dir, read_json, temp_dir_beside
+from lab2048.io import claim_dir, publish_dir, read_json, temp_dir_beside
 
 FORMAT_VERSION = 1
 STEP_DTYPE = np.dtype([
@@ -92,12 +95,12 @@ class DatasetWriter:
 
     def __init__(self, out: Path, *, session: dict[str, str], overwrite: bool = False,
                  shard_rows: int = DEFAULT_SHARD_ROWS,
-                 valuation_types: dict[str, int] | None = None) -> None:
+                 valuation_types: dict[str, int] | None = None,
+                 inputs: tuple[Path, ...] = ()) -> None:
         if shard_rows < 1:
             raise UserError(f"shard rows must be at least 1, got {shard_rows}")
         self.out = Path(out)
-        if self.out.exists() and not overwrite:
-            raise UserError(f"{self.out}: already exists (pass --overwrite to replace it)")
+        claim_dir(self.out, overwrite, marker="metadata.db", kind="dataset", inputs=inputs)
         self.tmp = temp_dir_beside(self.out)
         self.shard_rows = shard_rows
         self.valuation_types = dict(valuation_types or VALUATION_TYPES)
@@ -107,8 +110,23 @@ class DatasetWriter:
         self._filled = 0
         self._shards = 0
         self.rows = 0
-        self._db = sqlite3.connect(self.tmp / "metadata.db")
-        self._db.executescript(_RUNS_SCHEMA)
+        try:
+            with self._writing():
+                self._db = sqlite3.connect(self.tmp / "metadata.db")
+                self._db.executescript(_RUNS_SCHEMA)
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """A failed write (a full disk) is one line naming the output; the caller's `with`
+        then discards the temporary directory."""
+        try:
+            yield
+        except (OSError, sqlite3.Error) as e:
+            reason = getattr(e, "strerror", None) or str(e)
+            raise UserError(f"{self.out}: cannot write the dataset ({reason})") from None
 
     def add_run(self, run: Run, rows: np.ndarray) -> None:
         """Append a run: `rows` (STEP_DTYPE, in step order) must carry run.id and 0..n-1."""
@@ -116,17 +134,18 @@ class DatasetWriter:
             raise ValueError(f"rows must have STEP_DTYPE, got {rows.dtype}")
         if len(rows) != run.steps:
             raise ValueError(f"run {run.id}: {len(rows)} rows but steps = {run.steps}")
-        self._db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (int(run.id), int(run.seed), int(run.steps), int(run.max_score),
-                          int(run.highest_tile), str(run.end_reason), str(run.source)))
-        start = 0
-        while start < len(rows):
-            take = min(len(rows) - start, self.shard_rows - self._filled)
-            self._buffer[self._filled:self._filled + take] = rows[start:start + take]
-            self._filled += take
-            start += take
-            if self._filled == self.shard_rows:
-                self._flush()
+        with self._writing():
+            self._db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (int(run.id), int(run.seed), int(run.steps), int(run.max_score),
+                              int(run.highest_tile), str(run.end_reason), str(run.source)))
+            start = 0
+            while start < len(rows):
+                take = min(len(rows) - start, self.shard_rows - self._filled)
+                self._buffer[self._filled:self._filled + take] = rows[start:start + take]
+                self._filled += take
+                start += take
+                if self._filled == self.shard_rows:
+                    self._flush()
         self.rows += len(rows)
 
     def _flush(self) -> None:
@@ -136,18 +155,25 @@ class DatasetWriter:
             self._filled = 0
 
     def close(self) -> None:
-        self._flush()
-        if self._shards == 0:  # an empty dataset still has one (empty) shard to carry the dtype
-            np.save(self.tmp / "steps-00000.npy", self._buffer[:0])
-        self._db.executemany("INSERT INTO session VALUES (?, ?)", sorted(self.session.items()))
-        self._db.commit()
-        self._db.close()
-        (self.tmp / "valuation_types.json").write_text(
-            json.dumps(self.valuation_types, indent=2) + "\n")
-        publish_dir(self.tmp, self.out)  # an existing one only with overwrite (checked above)
+        try:
+            with self._writing():
+                self._flush()
+                if self._shards == 0:  # an empty dataset still has one (empty) shard (dtype)
+                    np.save(self.tmp / "steps-00000.npy", self._buffer[:0])
+                self._db.executemany("INSERT INTO session VALUES (?, ?)",
+                                     sorted(self.session.items()))
+                self._db.commit()
+                self._db.close()
+                (self.tmp / "valuation_types.json").write_text(
+                    json.dumps(self.valuation_types, indent=2) + "\n")
+                publish_dir(self.tmp, self.out)  # an existing one only with overwrite (claimed)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
-        self._db.close()
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self) -> DatasetWriter:

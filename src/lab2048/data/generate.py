@@ -8,29 +8,37 @@ Choices
   the same command again keeps the finished games and plays only the missing ones; different
   settings are refused unless --overwrite (which then starts over). When every game is in,
   the shards are written through DatasetWriter (renamed into place) and the staging removed.
-- Workers are processes (ProcessPoolExecutor, one game per task, `spawn` start method so no
-  numba state is forked); the parent only counts: a progress bar with games, moves/s and ETA.
+- A staged game that cannot be read back (damaged by a kill, a full disk or a hand) is
+  discarded and played again; the teacher is deterministic, so the dataset is the same.
+- Workers are processes (`workers.process_pool`: one game per task, `spawn` start method so no
+  numba state is forked, and they die with the parent); the parent only counts: a progress bar
+  with games, moves/s and ETA.
+- --overwrite replaces only a dataset (a directory holding metadata.db, `io.claim_dir`),
+  checked before any game is played; a full disk is one line, and the games staged so far stay
+  for the next run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import zipfile
+import zlib
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 import numpy as np
 
 from lab2048.data.config import GenerateConfig
-from lab2048.data.dataset import VALUATION_TYPES, DatasetWriter, Run, make_rows
+from lab2048.data.dataset import STEP_DTYPE, VALUATION_TYPES, DatasetWriter, Run, make_rows
+from lab2048.data.workers import process_pool
 from lab2048.engine.conventions import EndReason
 from lab2048.errors import UserError
-from lab2048.io import progress_bar
+from lab2048.io import claim_dir, disk_errors, progress_bar
 from lab2048.teacher.config import TeacherConfig
 
 STAGING_VERSION = 1
@@ -63,11 +71,28 @@ def play_one(index: int, seed: int, teacher: TeacherConfig, max_moves: int,
     meta = np.array([seed, game.score, game.highest_tile, int(game.end_reason)], np.int64)
     path = _game_path(staging, index)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, rows=rows, meta=meta, seconds=np.float64(game.seconds),
-                 nodes=np.int64(game.nodes))
-    os.replace(tmp, path)
+    try:
+        with disk_errors(staging, f"game {index}"), open(tmp, "wb") as f:
+            np.savez(f, rows=rows, meta=meta, seconds=np.float64(game.seconds),
+                     nodes=np.int64(game.nodes))
+            f.flush()
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return index, len(rows)
+
+
+def _load_game(staging: Path, index: int) -> tuple[np.ndarray, np.ndarray, float, int] | None:
+    """(rows, meta, seconds, nodes) of a staged game, or None if it is damaged."""
+    try:
+        with np.load(_game_path(staging, index)) as z:
+            rows, meta = z["rows"], z["meta"]
+            seconds, nodes = float(z["seconds"]), int(z["nodes"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None
+    ok = (rows.dtype == STEP_DTYPE and rows.ndim == 1 and meta.shape == (4,)
+          and (rows["run_id"] == index + 1).all() and int(meta[3]) in set(EndReason))
+    return (rows, meta, seconds, nodes) if ok else None
 
 
 def _prepare_staging(cfg: GenerateConfig, out: Path, overwrite: bool) -> tuple[Path, set[int]]:
@@ -99,8 +124,9 @@ def _prepare_staging(cfg: GenerateConfig, out: Path, overwrite: bool) -> tuple[P
 def generate(cfg: GenerateConfig, overwrite: bool = False, progress: bool = True) -> dict:
     """Play the games (resuming), write the dataset; return a summary dict."""
     out = Path(cfg.out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
+    if cfg.workers < 0:
+        raise UserError(f"workers must be 0 (all cores) or more, got {cfg.workers}")
+    claim_dir(out, overwrite, marker="metadata.db", kind="dataset")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging, done = _prepare_staging(cfg, out, overwrite)
@@ -115,8 +141,7 @@ def generate(cfg: GenerateConfig, overwrite: bool = False, progress: bool = True
     with progress_bar(progress, total=cfg.games, initial=len(done), unit="game",
                       desc="generate") as bar:
         if todo:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            with process_pool(workers) as pool:
                 pending = set()
                 queue = iter(todo)
                 for index in queue:  # keep 2 tasks per worker in flight
@@ -148,15 +173,18 @@ def _assemble(cfg: GenerateConfig, out: Path, staging: Path, overwrite: bool, pl
     with DatasetWriter(out, session=session, overwrite=overwrite,
                        shard_rows=cfg.shard_rows) as writer:
         for index in range(cfg.games):
-            path = _game_path(staging, index)
-            try:
-                with np.load(path) as z:
-                    rows, meta = z["rows"], z["meta"]
-                    search_seconds += float(z["seconds"])
-                    nodes += int(z["nodes"])
-            except (OSError, ValueError, KeyError) as e:
-                raise UserError(f"{path}: unreadable staged game ({e}); delete it and run the "
-                                "same command again to replay it") from None
+            game = _load_game(staging, index)
+            if game is None:
+                print(f"{_game_path(staging, index)}: damaged; playing game {index} again",
+                      file=sys.stderr)
+                play_one(index, cfg.seed + index, cfg.teacher, cfg.max_moves, staging)
+                game = _load_game(staging, index)
+                if game is None:
+                    raise UserError(f"{_game_path(staging, index)}: cannot be read back after "
+                                    "it was written")
+            rows, meta, seconds_, nodes_ = game
+            search_seconds += seconds_
+            nodes += nodes_
             seed, score, tile, end = (int(x) for x in meta)
             writer.add_run(Run(id=index + 1, seed=seed, steps=len(rows), max_score=score,
                                highest_tile=tile, end_reason=EndReason(end).label), rows)

@@ -11,6 +11,9 @@ Choices
   of tasks in flight; workers=1 stays in-process) and come back in file order: the dataset is
   byte-identical for any worker count. Only the parent writes, through DatasetWriter (atomic
   publish; run ids 1, 2, ... over the packed games in file order; runs.source = file name).
+  Workers die with the parent (`workers.process_pool`). --overwrite replaces only a dataset,
+  never the input directory or one that contains it (`io.claim_dir`); a full disk is one line
+  and leaves no output.
 - A game that cannot be read or does not add up is skipped and reported as (file name, one-line
   reason, with the line number where there is one); the others are packed. Packing nothing is
   a UserError, so an existing dataset is never replaced by an empty one.
@@ -44,30 +47,29 @@ import gzip
 import itertools
 import json
 import math
-import multiprocessing
 import os
 import time
 import zlib
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from lab2048.data.check import follows_by_one_spawn
 from lab2048.data.dataset import DEFAULT_SHARD_ROWS, VALUATION_TYPES, DatasetWriter, Run, make_rows
 from lab2048.data.macroxue_text import read_text_game, replay
+from lab2048.data.workers import process_pool
 from lab2048.engine.batch import (
     apply_moves,
     can_end_after,
     from_exponents,
     highest_exponents,
     legal_masks,
-    to_exponents,
 )
-from lab2048.engine.conventions import EndReason
+from lab2048.engine.conventions import MOVES, EndReason
 from lab2048.engine.kernels import TILE_OVERFLOW
 from lab2048.errors import UserError
 from lab2048.io import progress_bar
@@ -76,9 +78,9 @@ from lab2048.teacher import board_evals
 FORMATS = ("macroxue-jsonl", "macroxue-text")
 _SUFFIXES = {"macroxue-jsonl": (".jsonl.gz", ".meta.json"), "macroxue-text": (".txt", ".txt.gz")}
 _LOG, _META = ".jsonl.gz", ".meta.json"
-_BRANCHES = ("up", "down", "left", "right")  # UDLR
+_BRANCHES = tuple(move.name.lower() for move in MOVES)  # UDLR: the jsonl keys
 _MOVES = {name: i for i, name in enumerate(_BRANCHES)}
-_BITS = np.array([1, 2, 4, 8], np.uint8)
+_BITS = np.array([move.bit for move in MOVES], np.uint8)
 _LINE_KEYS = ("seed", "step_index", "max_rank", "move", "valuation", "board", "branch_evs")
 _META_KEYS = ("seed", "depth", "num_moves", "score", "max_tile", "max_rank", "sum_tile",
               "seconds")
@@ -128,7 +130,7 @@ def pack(input: Path, out: Path, *, fmt: str = "macroxue-jsonl", workers: int = 
     start = time.perf_counter()
     session = {"source": fmt, "input": input.resolve().name}
     with DatasetWriter(out, session=session, overwrite=overwrite, shard_rows=shard_rows,
-                       valuation_types=VALUATION_TYPES) as writer, \
+                       valuation_types=VALUATION_TYPES, inputs=(input,)) as writer, \
             contextlib.closing(_results(fmt, games, workers)) as results, \
             progress_bar(progress, total=len(games), unit="game", desc="pack") as bar:
         for path, result in zip(games, results, strict=True):
@@ -185,7 +187,7 @@ def _results(fmt: str, paths: list[Path], workers: int) -> Iterator[_Packed | st
             yield _pack_one(fmt, path)
         return
     todo = iter(paths)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = process_pool(workers)
     try:
         window = deque(pool.submit(_pack_one, fmt, p) for p in itertools.islice(todo, 2 * workers))
         while window:
@@ -235,7 +237,7 @@ def _pack_jsonl(log: Path) -> _Packed:
     overflow = rewards == TILE_OVERFLOW
     _first_bad(overflow[:-1], lambda t: "the move would merge two 65536 tiles, yet the game "
                "goes on")
-    follows = _one_spawn(to_exponents(after[:-1], after_masks[:-1]), cells[1:])
+    follows = follows_by_one_spawn(after[:-1], after_masks[:-1], boards[1:], masks[1:])
     _first_bad(~np.append(True, follows), lambda t: f"the board is not line {t}'s board "
                "after its move plus one spawned 2 or 4")
     score = int(rewards[~overflow].sum())
@@ -362,15 +364,6 @@ def _columns(lines: list[tuple]):
     return (seeds[0], np.array(steps, np.int64), np.array(ranks, np.int64),
             np.array(moves, np.uint8), np.array(kinds, np.uint8), np.array(boards, np.uint8),
             np.array(values, np.float64), np.array(nulls, bool))
-
-
-def _one_spawn(after: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-    """Per row: `nxt` is `after` (exponents [N, 16]) with one empty cell now holding 2 or 4."""
-    changed = after != nxt
-    rows = np.arange(len(after))
-    cell = changed.argmax(axis=1)
-    return ((changed.sum(axis=1) == 1) & (after[rows, cell] == 0)
-            & np.isin(nxt[rows, cell], (1, 2)))
 
 
 def _ev_legal(values: np.ndarray, nulls: np.ndarray, kinds: np.ndarray, legal: np.ndarray):

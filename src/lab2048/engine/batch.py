@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit
 
 from lab2048.engine import kernels as K
+from lab2048.engine.conventions import MAX_EXPONENT
 
 
 class BatchMoves(NamedTuple):
@@ -54,6 +55,14 @@ def as_boards(boards, masks=None) -> tuple[np.ndarray, np.ndarray]:
             f"(board {int(b[bad]):#018x})"
         )
     return b, m
+
+
+def _as_moves(moves, boards: np.ndarray) -> np.ndarray:
+    """int64 [N] moves, one per board, each 0..3 (UDLR); ValueError otherwise."""
+    mv = np.asarray(moves)
+    if mv.shape != boards.shape or (mv.size and (mv.min() < 0 or mv.max() > 3)):
+        raise ValueError("moves must be one of 0..3 (UDLR) per board")
+    return mv.astype(np.int64)
 
 
 @njit(cache=True, nogil=True)
@@ -139,11 +148,8 @@ def legal_masks(boards, masks=None) -> np.ndarray:
 def apply_moves(boards, moves, masks=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One given move per board: (boards uint64 [N], masks uint16 [N], rewards int64 [N])."""
     b, m = as_boards(boards, masks)
-    mv = np.asarray(moves)
-    if mv.shape != b.shape or (mv.size and (mv.min() < 0 or mv.max() > 3)):
-        raise ValueError("moves must be one of 0..3 (UDLR) per board")
     out = (np.empty(len(b), np.uint64), np.empty(len(b), np.uint16), np.empty(len(b), np.int64))
-    _apply_moves(b, m, mv.astype(np.int64), *K.tables(), *out)
+    _apply_moves(b, m, _as_moves(moves, b), *K.tables(), *out)
     return out
 
 
@@ -157,11 +163,8 @@ def can_end_after(boards, moves, masks=None) -> np.ndarray:
     """bool [N]: whether the game can be over after each board's move, whatever spawn came
     (`kernels.can_end_after`): how a record of boards-before-moves tells a finished game."""
     b, m = as_boards(boards, masks)
-    mv = np.asarray(moves)
-    if mv.shape != b.shape or (mv.size and (mv.min() < 0 or mv.max() > 3)):
-        raise ValueError("moves must be one of 0..3 (UDLR) per board")
     out = np.empty(len(b), np.bool_)
-    _can_end(b, m, mv.astype(np.int64), *K.tables(), out)
+    _can_end(b, m, _as_moves(moves, b), *K.tables(), out)
     return out
 
 
@@ -178,8 +181,8 @@ def from_exponents(cells) -> tuple[np.ndarray, np.ndarray]:
     c = np.asarray(cells)
     if c.ndim != 2 or c.shape[1] != 16:
         raise ValueError(f"exponents must have shape [N, 16], got {c.shape}")
-    if c.size and (c.min() < 0 or c.max() > 16):
-        raise ValueError(f"exponents must lie in 0..16, got {c.min()}..{c.max()}")
+    if c.size and (c.min() < 0 or c.max() > MAX_EXPONENT):
+        raise ValueError(f"exponents must lie in 0..{MAX_EXPONENT}, got {c.min()}..{c.max()}")
     boards, masks = np.empty(len(c), np.uint64), np.empty(len(c), np.int64)
     _from_exponents(np.ascontiguousarray(c, dtype=np.int64), boards, masks)
     return boards, masks.astype(np.uint16)

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lab2048.engine import kernels as K
-from lab2048.engine.conventions import MAX_EXPONENT, EndReason, Move, moves_in_mask, tile_value
+from lab2048.engine.conventions import (
+    MAX_EXPONENT,
+    NO_MOVE_LIMIT,
+    EndReason,
+    Move,
+    end_reason,
+    moves_in_mask,
+    tile_value,
+)
 
 U64_MAX = (1 << 64) - 1
 
@@ -135,9 +143,13 @@ class Board:
 
 @dataclass
 class Game:
-    """A seeded game: the score is the exact sum of merge rewards, never the implied score."""
+    """A seeded game: the score is the exact sum of merge rewards, never the implied score.
+
+    It ends by the engine's one rule (`conventions.end_reason`): no legal move, a move that
+    would make 2^17, or `max_moves` moves played (0: no limit)."""
 
     seed: int
+    max_moves: int = NO_MOVE_LIMIT
     board: Board = field(init=False)
     score: int = 0
     moves: list[Move] = field(default_factory=list)
@@ -147,6 +159,8 @@ class Game:
     def __post_init__(self) -> None:
         if not 0 <= self.seed <= U64_MAX:
             raise ValueError(f"seed must fit in 64 bits, got {self.seed}")
+        if self.max_moves < 0:
+            raise ValueError(f"max_moves must be 0 (no limit) or more, got {self.max_moves}")
         self.board = Board.new(self.seed)
 
     @property
@@ -164,10 +178,11 @@ class Game:
             np.uint64(self.board.bits), self.board.mask, int(move), np.uint64(self.seed),
             self.spawns, *K.tables(),
         )
-        self.end_reason = EndReason(int(end))
-        if self.end_reason == EndReason.TILE_LIMIT:
+        if end == EndReason.TILE_LIMIT:  # the move is not applied
+            self.end_reason = EndReason.TILE_LIMIT
             return 0
         self.board = Board(int(bits), int(mask))
         self.score += int(reward)
         self.moves.append(move)
+        self.end_reason = EndReason(end_reason(int(end), len(self.moves), self.max_moves))
         return int(reward)

@@ -30,7 +30,7 @@ import functools
 import numpy as np
 from numba import njit
 
-from lab2048.engine.conventions import EndReason
+from lab2048.engine import conventions as C
 
 U64 = np.uint64
 NIBBLE = U64(0xF)
@@ -39,14 +39,12 @@ GOLDEN = U64(0x9E3779B97F4A7C15)
 MIX1 = U64(0xBF58476D1CE4E5B9)
 MIX2 = U64(0x94D049BB133111EB)
 LOW32 = U64(0xFFFFFFFF)
-FOUR_THRESHOLD = U64(429496730)  # round(0.1 * 2^32): a draw below it spawns a 4
+FOUR_THRESHOLD = U64(round(C.SPAWN_FOUR_PROBABILITY * 2**32))  # a draw below it spawns a 4
 NEEDS_WIDE = -(1 << 24)  # line reward marking a 32768+32768 merge; four of them stay < 0
 TILE_OVERFLOW = -1  # move_wide's reward for a move that would make a 2^17 tile
 
-UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
-_ONGOING = int(EndReason.ONGOING)
-_NO_MOVES = int(EndReason.NO_MOVES)
-_TILE_LIMIT = int(EndReason.TILE_LIMIT)
+UP, DOWN, LEFT, RIGHT = (int(m) for m in C.Move)
+WIDE = C.MAX_EXPONENT  # the exponent a nibble of 15 stands for where the mask bit is set
 
 _jit = njit(cache=True, nogil=True)
 
@@ -176,7 +174,7 @@ def move_fast(b, d, move_xor, line_reward):
 def cell_exponent(b, m, i):
     """Exponent (0..16) of cell i of board b with tile_65536_mask m."""
     e = np.int64((b >> U64(60 - 4 * i)) & NIBBLE)
-    return 16 if e == 15 and (m >> i) & 1 else e
+    return WIDE if e == 15 and (m >> i) & 1 else e
 
 
 @_jit
@@ -206,7 +204,7 @@ def encode(cells):
     m = 0
     for i in range(16):
         e = cells[i]
-        if e >= 16:
+        if e >= WIDE:
             m |= 1 << i
             e = 15
         b |= U64(e) << U64(60 - 4 * i)
@@ -243,10 +241,10 @@ def move_wide(b, m, d):
         reward += line_reward
         for k in range(4):
             e = (out >> (6 * k)) & 63
-            if e > 16:
+            if e > WIDE:
                 return b, m, np.int64(TILE_OVERFLOW)
             i = line_cell(d, j, k)
-            if e == 16:
+            if e == WIDE:
                 nm |= 1 << i
             nb |= U64(min(e, 15)) << U64(60 - 4 * i)
     return nb, nm, np.int64(reward)
@@ -295,7 +293,7 @@ def legal_mask(b, m, move_xor, line_reward):
 def highest_exponent(b, m):
     """Largest exponent on the board (16 where a 2^16 tile is)."""
     if m != 0:
-        return 16
+        return WIDE
     best = 0
     for i in range(16):
         best = max(best, np.int64((b >> U64(4 * i)) & NIBBLE))
@@ -362,12 +360,13 @@ def step(b, m, d, seed, spawns, move_xor, line_reward):
     """
     nb, nm, reward = move(b, m, d, move_xor, line_reward)
     if reward == TILE_OVERFLOW:
-        return b, m, np.int64(0), spawns, legal_mask(b, m, move_xor, line_reward), _TILE_LIMIT
+        return (b, m, np.int64(0), spawns, legal_mask(b, m, move_xor, line_reward),
+                C.END_TILE_LIMIT)
     if nb == b and nm == m:
-        return b, m, np.int64(0), spawns, legal_mask(b, m, move_xor, line_reward), _ONGOING
+        return b, m, np.int64(0), spawns, legal_mask(b, m, move_xor, line_reward), C.END_ONGOING
     nb = spawn(nb, seed, spawns)
     legal = legal_mask(nb, nm, move_xor, line_reward)
-    return nb, nm, reward, spawns + 1, legal, _NO_MOVES if legal == 0 else _ONGOING
+    return nb, nm, reward, spawns + 1, legal, C.END_NO_MOVES if legal == 0 else C.END_ONGOING
 
 
 @_jit
@@ -388,6 +387,9 @@ def can_end_after(b, m, d, move_xor, line_reward):
                 if legal_mask(nb | (U64(e) << shift), nm, move_xor, line_reward) == 0:
                     return True
     return False
+
+
+end_reason = _jit(C.end_reason)  # the one game-end rule, callable from numba loops
 
 
 @functools.cache

@@ -8,10 +8,11 @@
 """
 
 from lab2048.model.config import ModelConfig, ValueHeadConfig
-from lab2048.model.heads import ILLEGAL_LOGIT, legal_moves, mask_illegal, move_logits
-from lab2048.model.init_dir import load_init, save_init
+from lab2048.model.heads import ILLEGAL_LOGIT, legal_moves, mask_illegal, move_logits, move_probs
+from lab2048.model.init_dir import load_init, save_init, torch_device
 from lab2048.model.model import Model, Prediction
 from lab2048.model.tokenizer import EvBins
 
 __all__ = ["ILLEGAL_LOGIT", "EvBins", "Model", "ModelConfig", "Prediction", "ValueHeadConfig",
-           "legal_moves", "load_init", "mask_illegal", "move_logits", "save_init"]
+           "legal_moves", "load_init", "mask_illegal", "move_logits", "move_probs", "save_init",
+           "torch_device"]

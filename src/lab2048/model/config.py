@@ -13,10 +13,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab2048.config import _check_table, _construct
+from lab2048.config import check_table, construct
+from lab2048.engine.conventions import ev_winner
 from lab2048.errors import UserError
 from lab2048.io import read_json
-from lab2048.value_transform import DEFAULT_EPSILON, Support
+from lab2048.value_target import DEFAULT_EPSILON
+from lab2048.value_transform import Support
 
 VOCAB = 18  # tokens are exponents 0..17 (0 = empty cell)
 POSITIONS = ("learned", "row_col")
@@ -83,7 +85,7 @@ class ModelConfig:
     @property
     def ev_classes(self) -> int:
         """Width of each binned_ev head: ILLEGAL, FAILURE, the quantile bins, WINNER."""
-        return self.ev_bins + 3
+        return ev_winner(self.ev_bins) + 1
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
@@ -94,7 +96,7 @@ class ModelConfig:
         if not isinstance(data, dict):
             raise UserError(f"{source}: expected a JSON object")
         try:
-            return _construct(cls, _check_table(cls, data, source))
+            return construct(cls, check_table(cls, data, source))
         except ValueError as e:
             raise UserError(f"{source}: {e}") from None
 

@@ -1,5 +1,9 @@
 """Heads on the encoder's hidden states, and the one legal-move mask everything uses.
 
+- Masking: `mask_illegal` sets illegal moves' scores to ILLEGAL_LOGIT; `move_probs` is the
+  softmax over the legal moves, exactly 0 for illegal moves, and 0 for all four moves of a
+  board with no legal move (a finished game has nothing to choose; never a uniform 0.25).
+
 - Policy: on the mean of the cells' hidden states. `action_policy` gives 4 move logits (UDLR);
   `binned_ev` gives 4 heads x classes (ILLEGAL, FAILURE, quantile bins, WINNER) of each move's
   disadvantage. Its move scores are log P(WINNER): how likely each move is the teacher's best.
@@ -18,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lab2048.engine.conventions import MOVE_BITS
 from lab2048.model.config import ModelConfig
 from lab2048.model.transformer import RMSNorm, SwiGLU
 from lab2048.value_transform import Decoded, decode, h, h_inverse
 
-ILLEGAL_LOGIT = -1e9  # finite: a board with no legal move gives uniform probabilities, not NaN
-MOVE_BITS = (1, 2, 4, 8)  # Up, Down, Left, Right
+ILLEGAL_LOGIT = -1e9  # finite: masking never makes NaN (see `move_probs` for no legal move)
 PRIOR_FLOOR = 1e-10  # added to every atom's initial probability (shifts the prior < 0.01 points)
 PRIOR_SPREAD = 0.5  # share of a fresh cross_entropy head's mass on a broad Gaussian (prior_probs)
 PRIOR_WIDTH = 1 / 40  # that Gaussian's std, as a share of the support's span in h-space
@@ -44,12 +48,21 @@ def mask_illegal(move_logits: torch.Tensor, legal_bits) -> torch.Tensor:
     return move_logits.masked_fill(~legal, ILLEGAL_LOGIT)
 
 
+def move_probs(scores: torch.Tensor, legal_bits) -> torch.Tensor:
+    """float32 [B, 4] probabilities: softmax of scores [B, 4] over each board's legal moves,
+
+        p_m = legal_m exp(s_m) / sum_k legal_k exp(s_k)     (all 0 when no move is legal)
+    """
+    legal = legal_moves(legal_bits, scores.device)
+    return torch.softmax(scores.float().masked_fill(~legal, ILLEGAL_LOGIT), -1) * legal
+
+
 def move_logits(policy_out: torch.Tensor, kind: str) -> torch.Tensor:
     """Per-move scores [B, 4] from a policy head's output: the logits themselves for
     action_policy, log P(WINNER) of each move's head for binned_ev."""
     if kind == "action_policy":
         return policy_out
-    return F.log_softmax(policy_out.float(), -1)[..., -1]
+    return F.log_softmax(policy_out.float(), -1)[..., -1]  # WINNER: the last class
 
 
 class PolicyHead(nn.Module):
@@ -89,12 +102,7 @@ class ValueHead(nn.Module):
         self.pre_mlp = SwiGLU(cfg.hidden, cfg.mlp, cfg.dropout) if self.cfg.pre_pool_mlp else None
         self.pool = AttentionPool(cfg) if self.cfg.pooling == "attention" else None
         self.norm = RMSNorm(cfg.hidden, cfg.norm_eps)
-        self.out = nn.Linear(cfg.hidden, self.width)
-
-    @property
-    def width(self) -> int:
-        """1 for mse, the support's atom count for cross_entropy."""
-        return 1 if self.cfg.objective == "mse" else self.cfg.support.width
+        self.out = nn.Linear(cfg.hidden, 1 if self.cfg.objective == "mse" else self.cfg.support.n)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """h-space values [B] (mse) or logits over the atoms [B, n] (cross_entropy)."""

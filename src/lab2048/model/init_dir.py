@@ -7,7 +7,12 @@ is replaced only with overwrite=True. Loading into a different config keeps ever
 policy weight and requires those parts of the config to match; the value head is loaded when
 its config matches too (the prior aside), and otherwise starts fresh (or is dropped when the
 new config has none). Loading a policy-only init into a config with a value head is how
-training mode (a) starts. Missing or corrupt files are a one-line UserError naming the file.
+training mode (a) starts. Missing or corrupt files are a one-line UserError naming the file;
+so are weights holding NaN or infinity (a diverged run's output is refused, not played).
+A device that is not auto, cpu, cuda or cuda:N, or CUDA where there is none, is a one-line
+UserError naming --device (`torch_device`, the one device rule of every command).
+
+Published files get the usual mode (0666 less the umask), model.safetensors included.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from lab2048.config import check_device
 from lab2048.errors import UserError
 from lab2048.io import publish_dir, temp_dir_beside
 from lab2048.model.config import ModelConfig
@@ -54,6 +60,22 @@ def save_init(model: Model, path: str | Path, *, overwrite: bool = False,
     return path
 
 
+def torch_device(device: str | torch.device) -> torch.device:
+    """The torch device a --device value names (auto: cuda when available, else cpu); a
+    one-line UserError for anything else, or for CUDA on a machine without it."""
+    if isinstance(device, torch.device):
+        return device
+    try:
+        check_device(device)
+    except ValueError as e:
+        raise UserError(f"--device: {e}") from None
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available")
+    return torch.device(device)
+
+
 def _same_value_head(a: ModelConfig, b: ModelConfig) -> bool:
     return a.value_head.enabled and b.value_head.enabled and dataclasses.replace(
         a.value_head, prior=0.0) == dataclasses.replace(b.value_head, prior=0.0)
@@ -63,6 +85,7 @@ def load_init(path: str | Path, config: ModelConfig | None = None,
               device: str | torch.device = "cpu") -> Model:
     """The model saved at `path`, in eval mode, optionally rebuilt with another value head."""
     path = Path(path)
+    device = torch_device(device)
     if not path.is_dir():
         raise UserError(f"{path}: no such model init directory")
     saved = ModelConfig.from_json(path / CONFIG)
@@ -93,5 +116,9 @@ def load_init(path: str | Path, config: ModelConfig | None = None,
     if bad:
         raise UserError(f"{weights}: does not match config.json ({len(bad)} tensors differ, "
                         f"first {bad[0]!r})")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:
+        raise UserError(f"{weights}: {len(broken)} tensors hold NaN or infinity (first "
+                        f"{broken[0]!r}): the weights of a diverged run")
     model.load_state_dict(state, strict=False)
     return model.eval()

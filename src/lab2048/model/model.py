@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from lab2048.model.config import ModelConfig
-from lab2048.model.heads import PolicyHead, ValueHead, mask_illegal, move_logits
+from lab2048.model.heads import PolicyHead, ValueHead, move_logits, move_probs
 from lab2048.model.tokenizer import EvBins
 from lab2048.model.transformer import Encoder, init_weights
 
 
 class Prediction(NamedTuple):
-    move_probs: torch.Tensor  # float32 [B, 4], UDLR, illegal moves 0 (uniform if none legal)
+    move_probs: torch.Tensor  # float32 [B, 4], UDLR, illegal moves 0 (all 0 if none legal)
     value: torch.Tensor | None  # float32 [B], points
     value_xform: torch.Tensor | None  # float32 [B], h-space
 
@@ -42,15 +42,6 @@ class Model(nn.Module):
         if self.value is not None:
             self.value.reset_output(cfg.value_head.prior)
 
-    def reset_value_head(self, prior: float | None = None) -> None:
-        """A fresh value head (new weights) decoding to `prior` points (default: the config's)."""
-        if self.value is None:
-            raise ValueError("this model has no value head")
-        device = next(self.parameters()).device
-        self.value = ValueHead(self.cfg).to(device)
-        init_weights(self.value, self.cfg.layers)
-        self.value.reset_output(self.cfg.value_head.prior if prior is None else prior)
-
     def forward(self, tokens: torch.Tensor, with_value: bool = True):
         hidden = self.encoder(tokens)
         value = self.value(hidden) if self.value is not None and with_value else None
@@ -65,11 +56,11 @@ class Model(nn.Module):
         tokens = torch.as_tensor(tokens, device=device).long()
         with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
             _, policy_out, value_out = self(tokens, with_value)
-        logits = mask_illegal(move_logits(policy_out, self.cfg.policy_head).float(), legal_bits)
+        probs = move_probs(move_logits(policy_out, self.cfg.policy_head), legal_bits)
         if value_out is None:
-            return Prediction(torch.softmax(logits, -1), None, None)
+            return Prediction(probs, None, None)
         xform, points = self.value.decode(value_out)
-        return Prediction(torch.softmax(logits, -1), points, xform)
+        return Prediction(probs, points, xform)
 
     def num_parameters(self, value_head: bool = True) -> int:
         return sum(p.numel() for name, p in self.named_parameters()

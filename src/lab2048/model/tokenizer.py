@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
+from lab2048.engine.conventions import ev_class_names
 from lab2048.errors import UserError
 from lab2048.io import read_json
 
@@ -38,7 +39,7 @@ class EvBins:
 
     @property
     def classes(self) -> list[str]:
-        return ["ILLEGAL", "FAILURE", *(f"BIN_{i}" for i in range(self.bins)), "WINNER"]
+        return ev_class_names(self.bins)
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "version": VERSION, "classes": self.classes,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lab2048.model import Model, mask_illegal, move_logits
+from lab2048.model import Model, move_logits, move_probs
 
 
 class BatchFailed(RuntimeError):
@@ -40,7 +40,7 @@ class BatchFailed(RuntimeError):
 class BatchOutputs:
     """What a runner returns for a batch of B rows (V of them asked for a value)."""
 
-    move_probs: np.ndarray  # float32 [B, 4], illegal moves masked
+    move_probs: np.ndarray  # float32 [B, 4], illegal moves 0 (all 0 if none is legal)
     bin_probs: np.ndarray | None  # float32 [B, 4, classes], binned_ev only
     value: np.ndarray | None  # float32 [V], points, for the rows flagged in need_value
     value_xform: np.ndarray | None  # float32 [V], h-space
@@ -74,8 +74,8 @@ class ModelRunner:
                 sel = hidden if len(rows) == len(t) else hidden[torch.from_numpy(rows).to(
                     self.device)]
                 value_out = m.value(sel)
-        logits = mask_illegal(move_logits(policy_out, self.kind).float(), legal)
-        out = BatchOutputs(_np(torch.softmax(logits, -1)), None, None, None, None)
+        probs = move_probs(move_logits(policy_out, self.kind), legal)
+        out = BatchOutputs(_np(probs), None, None, None, None)
         if self.kind == "binned_ev":
             out.bin_probs = _np(torch.softmax(policy_out.float(), -1))
         if value_out is not None:

@@ -2,7 +2,8 @@
 
     from lab2048.serve.client import InferenceClient
     with InferenceClient("127.0.0.1:50051") as client:       # or "unix:/tmp/lab2048.sock"
-        info = client.describe()
+        info = client.describe()                             # DescribeResponse
+        target = client.value_target()                       # ValueTarget, or None
         out = client.infer(exponents)                        # uint8 [N, 16]
         out.move_probs, out.best_move, out.value             # NumPy arrays, request order
 
@@ -14,6 +15,7 @@ gRPC status.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import grpc
@@ -22,6 +24,7 @@ import numpy as np
 from lab2048.errors import UserError
 from lab2048.serve._proto import inference_pb2 as pb
 from lab2048.serve._proto import inference_pb2_grpc as pb_grpc
+from lab2048.value_target import ValueTarget
 
 MODES = {"default": pb.OUTPUT_MODE_UNSPECIFIED, "policy": pb.OUTPUT_MODE_POLICY_ONLY,
          "value": pb.OUTPUT_MODE_VALUE_ONLY, "both": pb.OUTPUT_MODE_POLICY_AND_VALUE}
@@ -84,6 +87,18 @@ def parse_response(resp: pb.InferResponse) -> InferOutput:
     return out
 
 
+def value_target_of(description: pb.DescribeResponse, address: str = "server"
+                    ) -> ValueTarget | None:
+    """The served init's ValueTarget from a Describe answer (None when it is not recorded)."""
+    if not description.value_target_json:
+        return None
+    try:
+        return ValueTarget(**json.loads(description.value_target_json))
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{address}: Describe's value_target_json is not a value target ({e})"
+                        ) from None
+
+
 def _error(address: str, e: grpc.RpcError) -> UserError:
     code = e.code()
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -122,6 +137,10 @@ class InferenceClient:
         except grpc.RpcError as e:
             raise _error(self.address, e) from None
 
+    def value_target(self) -> ValueTarget | None:
+        """What the served value head predicts (γ, reward scale, ε, kind); None if unknown."""
+        return value_target_of(self.describe(), self.address)
+
     def close(self) -> None:
         self.channel.close()
 
@@ -155,6 +174,9 @@ class AsyncInferenceClient:
             return await self.stub.Describe(pb.DescribeRequest(), timeout=self.timeout)
         except grpc.RpcError as e:
             raise _error(self.address, e) from None
+
+    async def value_target(self) -> ValueTarget | None:
+        return value_target_of(await self.describe(), self.address)
 
     async def close(self) -> None:
         await self.channel.close()

@@ -7,8 +7,15 @@ Choices:
 - Listens on TCP (127.0.0.1 by default: nothing is exposed unless asked) or a Unix domain
   socket; serves the standard health service (grpc.health.v1) for "" and the Inference
   service, which turns NOT_SERVING when shutdown begins.
-- Bad requests get INVALID_ARGUMENT with the item and the problem; a failing forward gets
+- Bad requests get INVALID_ARGUMENT with the item and the problem (also bytes that do not
+  decode as the request message: the deserializers never raise); a failing forward gets
   INTERNAL for the calls in its batch only; the server keeps serving either way.
+- A board with no legal move gets move probabilities 0 for all four moves (`move_probs`).
+- Before gRPC binds, the address is checked with a plain socket, so a busy port or a socket
+  path where another server answers is one line (`lab2048 serve` also sets GRPC_VERBOSITY=NONE
+  unless the environment sets it, so the C core logs nothing on top). gRPC replaces a stale
+  socket file when it binds and removes its socket at shutdown.
+- Describe reports the init's value-target.json as `value_target_json` ("" when absent).
 - SIGTERM and SIGINT shut down gracefully: stop accepting, let calls in flight finish (a few
   seconds' grace), stop the batcher, exit 0.
 """
@@ -16,23 +23,30 @@ Choices:
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import errno
 import json
 import signal
+import socket
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import numpy as np
+import torch
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from lab2048.engine.batch import from_exponents, legal_masks
+from lab2048.engine.arrays import exponent_legal_masks
 from lab2048.engine.conventions import MAX_EXPONENT
-from lab2048.model import Model
+from lab2048.errors import UserError
+from lab2048.model import Model, load_init
 from lab2048.serve._proto import inference_pb2 as pb
 from lab2048.serve._proto import inference_pb2_grpc as pb_grpc
 from lab2048.serve.batcher import Batcher, BatchFailed, ModelRunner, Runner
+from lab2048.serve.config import ServeConfig
+from lab2048.value_target import read_value_target
 
 SERVICE = "lab2048.inference.v1.Inference"
 MAX_MESSAGE = 256 << 20
@@ -43,7 +57,7 @@ TRANSFORM = "h(x) = sign(x)(sqrt(|x| + 1) - 1) + eps x of reward_scale x the ret
 
 def describe_model(model: Model, init_dir: str | Path | None = None, max_batch: int = 0
                    ) -> pb.DescribeResponse:
-    """The Describe answer for a model (and its init directory, for config.json and gamma)."""
+    """The Describe answer for a model (and its init directory, for value-target.json)."""
     cfg = model.cfg
     d = pb.DescribeResponse(has_policy_head=True, has_value_head=model.value is not None,
                             policy_head=cfg.policy_head, parameters=model.num_parameters(),
@@ -62,28 +76,39 @@ def describe_model(model: Model, init_dir: str | Path | None = None, max_batch: 
                                                      n=v.support.n))
         d.value_transform = TRANSFORM
         d.value_epsilon, d.value_reward_scale = v.epsilon, v.reward_scale
-        gamma = _training_gamma(init_dir)
-        d.value_target = ("discounted return G_t = sum_k gamma^k r_(t+k) of the merge rewards, "
-                          "in points" + (f", gamma = {gamma}" if gamma is not None else ""))
+        target = read_value_target(init_dir) if init_dir is not None else None
+        if target is None:
+            d.value_target = ("discounted return G_t = sum_k gamma^k r_(t+k) of the merge "
+                              "rewards, in points (gamma not recorded in the init)")
+        else:
+            d.value_target = target.describe()
+            d.value_target_json = json.dumps(target.to_dict(), sort_keys=True)
     return d
 
 
-def _training_gamma(init_dir: str | Path | None) -> float | None:
-    """gamma from the init's training-config.json, if it records one (any nesting)."""
-    if init_dir is None:
-        return None
-    try:
-        data = json.loads((Path(init_dir) / "training-config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    stack = [data]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, dict):
-            if isinstance(x.get("gamma"), int | float) and not isinstance(x["gamma"], bool):
-                return float(x["gamma"])
-            stack.extend(x.values())
-    return None
+@dataclass
+class Undecodable:
+    """What a handler receives for request bytes that do not decode as its message."""
+
+    message: str  # the expected message's name
+    error: str
+
+
+def _lenient(message_cls):
+    """A request deserializer that returns Undecodable instead of raising (gRPC would answer
+    UNKNOWN), so the handler can answer INVALID_ARGUMENT."""
+    def parse(data: bytes):
+        try:
+            return message_cls.FromString(data)
+        except DecodeError as e:
+            return Undecodable(message_cls.__name__, str(e) or "cannot decode")
+    return parse
+
+
+async def _refuse_undecodable(request, context) -> None:
+    if isinstance(request, Undecodable):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"the request does not decode as {request.message} ({request.error})")
 
 
 class InferenceService(pb_grpc.InferenceServicer):
@@ -93,9 +118,11 @@ class InferenceService(pb_grpc.InferenceServicer):
         self.description = description
 
     async def Describe(self, request, context):
+        await _refuse_undecodable(request, context)
         return self.description
 
     async def Infer(self, request, context):
+        await _refuse_undecodable(request, context)
         items = request.items
         mode = request.output_mode
         if not items:
@@ -118,7 +145,7 @@ class InferenceService(pb_grpc.InferenceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"item {i} (id {items[i].id}): exponent {int(tokens[i].max())} "
                                 f"out of range 0..{MAX_EXPONENT}")
-        legal = legal_masks(*from_exponents(tokens))
+        legal = exponent_legal_masks(tokens)
         want_policy = mode != pb.OUTPUT_MODE_VALUE_ONLY
         want_value = self.has_value and mode != pb.OUTPUT_MODE_POLICY_ONLY
         try:
@@ -166,29 +193,62 @@ class RunningServer:
         await self.batcher.close()
 
 
-def listen_address(tcp: str | None = None, uds: str | None = None) -> str:
-    """The gRPC bind address: unix:PATH, or HOST:PORT (default 127.0.0.1:50051)."""
-    if tcp and uds:
-        raise ValueError("give --tcp or --uds, not both")
-    if uds:
-        return f"unix:{Path(uds).absolute()}"
-    tcp = tcp or "127.0.0.1:50051"
-    host, sep, port = tcp.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"--tcp wants HOST:PORT, got {tcp!r}")
-    return f"{host or '127.0.0.1'}:{port}"
+def _add_inference_service(service: InferenceService, server: grpc.aio.Server) -> None:
+    """The generated registration, except that request bytes are parsed leniently
+    (`_lenient`), so undecodable bytes reach the handler and get INVALID_ARGUMENT."""
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            method, request_deserializer=_lenient(request),
+            response_serializer=response.SerializeToString)
+        for name, method, request, response in (
+            ("Infer", service.Infer, pb.InferRequest, pb.InferResponse),
+            ("Describe", service.Describe, pb.DescribeRequest, pb.DescribeResponse))}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+
+def check_address(address: str) -> None:
+    """OSError with one line if `address` cannot be listened on: a TCP port another socket
+    holds, a Unix socket path where a server answers, or a path that is not a socket."""
+    if address.startswith("unix:"):
+        path = Path(address[5:])
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise OSError(f"{path}: exists and is not a socket")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except OSError:
+                return  # a stale socket file: nobody answers, gRPC replaces it
+        raise OSError(f"{path}: another server is listening on this socket")
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+            probe.bind(sockaddr)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        if e.errno == errno.EADDRINUSE:
+            reason = "the port is in use"
+        raise OSError(f"{address}: cannot listen ({reason})") from None
 
 
 async def start_server(model: Model, address: str, *, max_batch: int = 256,
                        max_wait_ms: float = 0.5, runner: Runner | None = None,
                        init_dir: str | Path | None = None) -> RunningServer:
-    """Build, bind and start a server for `model` on `address` (see listen_address)."""
+    """Build, bind and start a server for `model` on `address` (HOST:PORT or unix:PATH)."""
+    check_address(address)
     batcher = Batcher(runner or ModelRunner(model), max_batch, max_wait_ms)
     batcher.start()
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                                       ("grpc.max_send_message_length", MAX_MESSAGE),
                                       ("grpc.so_reuseport", 0)])
-    pb_grpc.add_InferenceServicer_to_server(
+    _add_inference_service(
         InferenceService(model, batcher, describe_model(model, init_dir, max_batch)), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -223,31 +283,18 @@ async def _serve_until_signal(model: Model, address: str, max_batch: int, max_wa
           f"largest {s.largest}, failed {s.failed})", file=sys.stderr, flush=True)
 
 
-def serve(init_dir: str | Path, *, tcp: str | None = None, uds: str | None = None,
-          device: str = "cpu", max_batch: int = 256, max_wait_ms: float = 0.5,
-          threads: int = 0) -> int:
+def serve(cfg: ServeConfig) -> int:
     """The `lab2048 serve` command: load the init directory and serve it until a signal."""
-    from lab2048.errors import UserError
-    from lab2048.model import load_init
-
     try:
-        address = listen_address(tcp, uds)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    if max_batch < 1 or max_wait_ms < 0:
-        raise UserError("--max-batch must be at least 1 and --max-wait-ms at least 0")
-    import torch
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available")
-    if threads > 0:
-        torch.set_num_threads(threads)
-    model = load_init(init_dir, device=device)
-    try:
-        asyncio.run(_serve_until_signal(model, address, max_batch, max_wait_ms, init_dir))
+        check_address(cfg.address)  # before loading: a busy address costs nothing
     except OSError as e:
         raise UserError(str(e)) from None
-    with contextlib.suppress(OSError):
-        if address.startswith("unix:"):
-            Path(address[5:]).unlink(missing_ok=True)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    model = load_init(cfg.init, device=cfg.device)
+    try:
+        asyncio.run(_serve_until_signal(model, cfg.address, cfg.max_batch, cfg.max_wait_ms,
+                                        cfg.init))
+    except OSError as e:
+        raise UserError(str(e)) from None
     return 0

@@ -80,3 +80,19 @@ class TeacherConfig:
         if not self.adaptive:
             return self.depth
         return min(self.max_depth, max(self.depth, distinct_tiles - self.depth_offset))
+
+
+@dataclass
+class BuildTablesConfig:
+    """Compute the formation tables the strong teacher looks moves up in (exhaustive
+    expectimax; docs/teacher.md gives time, memory and disk). Shows progress; a killed build
+    resumes when run again; an existing complete file is checked and kept."""
+
+    out: str = field(default="", metadata={
+        "help": "table directory (default: $XDG_CACHE_HOME/lab2048/teacher-tables)",
+        "metavar": "DIR"})
+    rank: int = field(default=PRESETS["strong"]["table_rank"], metadata={
+        "help": "largest rank R: the file holds ranks 3..R; rank r builds a 2^(r+1) tile in "
+                "its target cell",
+        "choices": list(range(MIN_TABLE_RANK, MAX_TABLE_RANK + 1))})
+    quiet: bool = field(default=False, metadata={"help": "no progress bar"})

@@ -46,8 +46,8 @@ import numpy as np
 from numba import njit
 
 from lab2048.data.dataset import VALUATION_TYPES
+from lab2048.engine import conventions as C
 from lab2048.engine import kernels as K
-from lab2048.engine.conventions import EndReason
 from lab2048.teacher import corner, tables
 from lab2048.teacher.config import TeacherConfig
 from lab2048.teacher.heuristic import (
@@ -66,9 +66,6 @@ U64 = np.uint64
 TT_DTYPE = np.dtype([("board", np.uint64), ("value", np.float32), ("tag", np.uint32)])
 HASH_MUL = U64(0x9E3779B97F4A7C15)
 EPOCH_LIMIT = 1 << 27  # epochs wrap (with a table clear) before epoch * 16 overflows u32
-_ONGOING = int(EndReason.ONGOING)
-_MAX_MOVES = int(EndReason.MAX_MOVES)
-_TILE_LIMIT = int(EndReason.TILE_LIMIT)
 SEARCH = np.uint8(VALUATION_TYPES["search"])
 TUPLE11 = np.uint8(VALUATION_TYPES[tables.FORMATION])
 
@@ -352,9 +349,8 @@ def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, use
     score = 0
     n = 0
     epoch = last[0]
-    end = _ONGOING
-    legal = K.legal_mask(b, m, move_xor, line_reward)
-    while legal != 0 and (max_moves == 0 or n < max_moves):
+    end = K.end_reason(C.END_ONGOING, n, max_moves)  # a new board always has a legal move
+    while end == C.END_ONGOING:
         if n == cap:
             cap *= 2
             boards, masks, moves = _grow(boards, cap), _grow(masks, cap), _grow(moves, cap)
@@ -369,14 +365,15 @@ def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, use
         boards[n], masks[n], moves[n] = b, m, d
         evals[n] = static_value(b, m, use_corner)
         ranks[n] = K.highest_exponent(b, m)
-        b, m, reward, spawns, legal, end = K.step(b, m, d, seed, spawns, move_xor, line_reward)
-        if end == _TILE_LIMIT:  # the move is not applied: no row for it
+        b, m, reward, spawns, _, step_end = K.step(b, m, d, seed, spawns, move_xor,
+                                                   line_reward)
+        if step_end == C.END_TILE_LIMIT:  # the move is not applied: no row for it
+            end = step_end
             break
         score += reward
         n += 1
+        end = K.end_reason(step_end, n, max_moves)  # the engine's one game-end rule
     last[0] = epoch
-    if end == _ONGOING:
-        end = _MAX_MOVES
     return (boards[:n], masks[:n], moves[:n], legals[:n], evs[:n], evals[:n], ranks[:n],
             valuation[:n], score, K.highest_exponent(b, m), end, stats[0])
 

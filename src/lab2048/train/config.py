@@ -3,33 +3,36 @@
 A TOML file with five tables; every key has a default in code, `--set section.key=value`
 overrides one key after the file (values parse as TOML literals, anything else is a string):
 
-    [data]       dataset, sidecar, where (SQL over runs), validation split by run, augmentation
+    [data]       dataset, sidecar, where (SQL over runs), validation split by run, augmentation,
+                 placement of the training columns (device memory or pinned host memory)
     [model]      the model's architecture: lab2048.model.ModelConfig, its [model.value_head]
                  and [model.value_head.support] tables (checked by ModelConfig.from_dict)
-    [objective]  policy/value loss weights, value target column, binned_ev's FAILURE value
+    [objective]  policy/value loss weights, value target column, γ and target kind (checked
+                 against the sidecar), board or afterstate values, binned_ev's FAILURE value
     [optim]      AdamW, schedule (wsd or cosine), warmup, clipping
     [train]      mode, init, steps, batch size, evaluation/checkpoint cadence, seed, out, device
 
-Unknown keys, wrong types and invalid values are one-line UserErrors naming the file and key.
+Unknown keys, wrong types, invalid values and non-finite numbers (inf, nan) anywhere are
+one-line UserErrors naming the file and key.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import tomllib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab2048.config import _check_table, _construct, read_toml
+from lab2048.config import DEVICE_HELP, check_device, check_table, construct, load_values
 from lab2048.errors import UserError
+from lab2048.value_target import DEFAULT_GAMMA, KINDS, STATES
 
 MODES = ("scratch", "joint", "value_only")
 SCHEDULES = ("wsd", "cosine")
 VALUE_TARGETS = ("return_scaled", "return_raw")
-DEVICES = ("auto", "cpu", "cuda")
+PLACEMENTS = ("auto", "device", "host")
 
 
 @dataclass
@@ -42,8 +45,13 @@ class DataConfig:
     split_seed: int = 0  # seeds the choice of validation runs
     val_rows: int = 16384  # validation steps evaluated (evenly spaced over the held-out runs)
     augment: bool = True  # a random one of the 8 board symmetries per training sample
+    placement: str = "auto"  # training columns in device memory, or pinned host memory with
+    # the next batch copied while a step trains; auto: the device when they fit in half of it
 
     def __post_init__(self) -> None:
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"data.placement must be one of {PLACEMENTS}, got "
+                             f"{self.placement!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.val_rows < 1:
@@ -55,9 +63,20 @@ class ObjectiveConfig:
     policy_weight: float = 1.0
     value_weight: float = 1.0
     value_target: str = "return_scaled"  # sidecar column: return_scaled (h-space) or return_raw
+    gamma: float = DEFAULT_GAMMA  # the discount the sidecar must have been built with
+    target_kind: str = "monte_carlo"  # the return kind the sidecar must hold (values.json kind)
+    value_state: str = "board"  # board: V(s) = E[G_t]; afterstate: V(after move, before spawn)
     failure_value: float = -800.0  # binned_ev: a legal move valued at most this is FAILURE
 
     def __post_init__(self) -> None:
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"objective.gamma must be in (0, 1], got {self.gamma}")
+        if self.target_kind not in KINDS:
+            raise ValueError(f"objective.target_kind must be one of {KINDS}, got "
+                             f"{self.target_kind!r}")
+        if self.value_state not in STATES:
+            raise ValueError(f"objective.value_state must be one of {STATES}, got "
+                             f"{self.value_state!r}")
         if self.policy_weight < 0 or self.value_weight < 0:
             raise ValueError("objective weights must be non-negative")
         if self.value_target not in VALUE_TARGETS:
@@ -93,15 +112,16 @@ class RunConfig:
     init: str = ""  # model init directory to start from (joint, value_only)
     freeze_trunk: bool = False  # value_only: the encoder gets no gradient (and no dropout)
     steps: int = 1000  # optimizer steps (the schedule's horizon)
-    max_seconds: float = 0.0  # stop (validate, checkpoint) after this much training; 0 = none
+    max_seconds: float = 0.0  # stop (validate, checkpoint) after this much training, checked
+    # every 10 steps; 0 = none
     batch_size: int = 256
     eval_every: int = 200  # steps between validations (and at the end)
     checkpoint_every: int = 200  # steps between checkpoints (and at the end)
     seed: int = 0  # model init, data order, augmentation, dropout
     out: str = "runs/train"  # run directory: metrics.jsonl, curves.png, checkpoint.pt, init/
-    device: str = "auto"  # auto: cuda when available, else cpu
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     threads: int = 0  # torch CPU threads; 0 = torch's default (one per core)
-    compile: bool = False  # torch.compile the model (CUDA only)
+    compile: bool = False  # torch.compile the model's forward (every mode)
     progress: bool = True  # a progress bar on terminals
 
     def __post_init__(self) -> None:
@@ -111,8 +131,7 @@ class RunConfig:
             raise ValueError(f"train.mode = {self.mode!r} needs train.init (a model init dir)")
         if self.freeze_trunk and self.mode != "value_only":
             raise ValueError("train.freeze_trunk is for train.mode = 'value_only'")
-        if self.device not in DEVICES:
-            raise ValueError(f"train.device must be one of {DEVICES}, got {self.device!r}")
+        check_device(self.device)
         if self.threads < 0:
             raise ValueError(f"train.threads must be >= 0, got {self.threads}")
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
@@ -132,52 +151,36 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = ("data", "objective", "optim", "train", "model")
-
-
-def parse_set(items: list[str]) -> list[tuple[list[str], Any]]:
-    """`section.key=value` strings -> (path, value); values parse as TOML literals."""
-    out = []
-    for item in items:
-        key, sep, text = item.partition("=")
-        path = key.strip().split(".")
-        if not sep or len(path) < 2 or not all(path):
-            raise UserError(f"--set {item!r}: expected section.key=value")
-        try:
-            value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text
-        out.append((path, value))
-    return out
-
-
 def load_train_config(path: Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults, then the TOML file, then `--set` overrides; checked, one-line errors."""
-    data: dict[str, Any] = {}
-    source = str(path) if path else "config"
-    if path is not None:
-        data = read_toml(path)
-    for keys, value in parse_set(overrides or []):
-        if keys[0] not in _SECTIONS:
-            raise UserError(f"--set {'.'.join(keys)}: unknown section {keys[0]!r} (known: "
-                            f"{', '.join(_SECTIONS)})")
-        table = data
-        for name in keys[:-1]:
-            table = table.setdefault(name, {})
-            if not isinstance(table, dict):
-                raise UserError(f"--set {'.'.join(keys)}: {name} is not a table")
-        table[keys[-1]] = value
-        source = f"{path} with --set" if path else "--set"
-    return from_dict(data, source)
+    """Defaults, then the TOML file, then `--set` overrides (lab2048.config's mechanism);
+    checked, one-line errors."""
+    values = load_values(TrainConfig, path, overrides)
+    source = f"{path} with --set" if path and overrides else str(path or "--set")
+    return from_dict(values, source)
+
+
+def _non_finite(data: Any, prefix: str = "") -> str | None:
+    """The dotted key of the first inf or nan number in a nested dict, or None."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            found = _non_finite(v, f"{prefix}{k}.")
+            if found:
+                return found
+    elif isinstance(data, float) and not math.isfinite(data):
+        return f"{prefix[:-1]} = {data}"
+    return None
 
 
 def from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
     data = copy.deepcopy(data)
+    bad = _non_finite(data)
+    if bad:
+        raise UserError(f"{source}: {bad} is not a finite number")
     model = data.pop("model", {})
     if not isinstance(model, dict):
         raise UserError(f"{source}: model must be a table [model]")
     try:
-        cfg = _construct(TrainConfig, _check_table(TrainConfig, data, Path(source)))
+        cfg = construct(TrainConfig, check_table(TrainConfig, data, source))
     except ValueError as e:
         raise UserError(f"{source}: {e}") from None
     cfg.model = model
@@ -190,7 +193,3 @@ def model_config(cfg: TrainConfig, source: str = "config"):
     from lab2048.model.config import ModelConfig
 
     return ModelConfig.from_dict(cfg.model, f"{source} [model]")
-
-
-def config_json(cfg: TrainConfig) -> str:
-    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n"

@@ -5,8 +5,9 @@
 - Policy, binned_ev: cross-entropy of each move's head against its class (loader.ev_classes),
   averaged over the 4 moves.
 - Value targets live in h-space: `return_scaled` is already h(reward_scale G) (used as is, never
-  transformed twice; its reward_scale and eps must be the model's); `return_raw` is transformed
-  once here with value_transform.h. mse: squared error of the h-space scalar; cross_entropy:
+  transformed twice; its reward_scale and eps must be the model's); `return_raw` (and an
+  afterstate's return) is transformed once with value_transform.h, in float64 when the loader
+  reads the columns (`value_target`). mse: squared error of the h-space scalar; cross_entropy:
   cross-entropy against value_transform.two_hot over the head's support.
 - Metrics: policy agreement (argmax over legal moves == teacher move), the losses, and the
   decoded value (points, per-atom decoding via the head) against return_raw: MAE and R^2.
@@ -29,12 +30,13 @@ def policy_loss(policy_out: torch.Tensor, kind: str, legal: torch.Tensor,
                            ev_class.reshape(-1))
 
 
-def value_target(head_cfg, target: str, return_raw: torch.Tensor,
-                 return_scaled: torch.Tensor) -> torch.Tensor:
-    """The h-space target of the value head (float32)."""
+def value_target(head_cfg, target: str, return_raw, return_scaled):
+    """The h-space target of the value head: the sidecar's return_scaled as it is, or
+    h(reward_scale G) of a return G in points (NumPy arrays or tensors, their precision).
+    `head_cfg` has the head's reward_scale and epsilon."""
     if target == "return_scaled":
-        return return_scaled.float()
-    return h(return_raw.double() * head_cfg.reward_scale, head_cfg.epsilon).float()
+        return return_scaled
+    return h(return_raw * head_cfg.reward_scale, head_cfg.epsilon)
 
 
 def value_loss(value_out: torch.Tensor, head_cfg, target_h: torch.Tensor) -> torch.Tensor:

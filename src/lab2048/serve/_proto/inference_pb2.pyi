@@ -90,7 +90,7 @@ class ValueSupport(_message.Message):
     def __init__(self, min: _Optional[float] = ..., max: _Optional[float] = ..., n: _Optional[int] = ...) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("has_policy_head", "has_value_head", "policy_head", "ev_bins", "ev_classes", "ev_bin_edges", "value_objective", "value_support", "value_transform", "value_epsilon", "value_reward_scale", "value_target", "config_json", "parameters", "max_batch", "device")
+    __slots__ = ("has_policy_head", "has_value_head", "policy_head", "ev_bins", "ev_classes", "ev_bin_edges", "value_objective", "value_support", "value_transform", "value_epsilon", "value_reward_scale", "value_target", "config_json", "parameters", "max_batch", "device", "value_target_json")
     HAS_POLICY_HEAD_FIELD_NUMBER: _ClassVar[int]
     HAS_VALUE_HEAD_FIELD_NUMBER: _ClassVar[int]
     POLICY_HEAD_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class DescribeResponse(_message.Message):
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_TARGET_JSON_FIELD_NUMBER: _ClassVar[int]
     has_policy_head: bool
     has_value_head: bool
     policy_head: str
@@ -123,4 +124,5 @@ class DescribeResponse(_message.Message):
     parameters: int
     max_batch: int
     device: str
-    def __init__(self, has_policy_head: _Optional[bool] = ..., has_value_head: _Optional[bool] = ..., policy_head: _Optional[str] = ..., ev_bins: _Optional[int] = ..., ev_classes: _Optional[_Iterable[str]] = ..., ev_bin_edges: _Optional[_Iterable[float]] = ..., value_objective: _Optional[str] = ..., value_support: _Optional[_Union[ValueSupport, _Mapping]] = ..., value_transform: _Optional[str] = ..., value_epsilon: _Optional[float] = ..., value_reward_scale: _Optional[float] = ..., value_target: _Optional[str] = ..., config_json: _Optional[str] = ..., parameters: _Optional[int] = ..., max_batch: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+    value_target_json: str
+    def __init__(self, has_policy_head: _Optional[bool] = ..., has_value_head: _Optional[bool] = ..., policy_head: _Optional[str] = ..., ev_bins: _Optional[int] = ..., ev_classes: _Optional[_Iterable[str]] = ..., ev_bin_edges: _Optional[_Iterable[float]] = ..., value_objective: _Optional[str] = ..., value_support: _Optional[_Union[ValueSupport, _Mapping]] = ..., value_transform: _Optional[str] = ..., value_epsilon: _Optional[float] = ..., value_reward_scale: _Optional[float] = ..., value_target: _Optional[str] = ..., config_json: _Optional[str] = ..., parameters: _Optional[int] = ..., max_batch: _Optional[int] = ..., device: _Optional[str] = ..., value_target_json: _Optional[str] = ...) -> None: ...
