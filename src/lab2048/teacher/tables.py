@@ -38,20 +38,26 @@ Choices
   this project's own.
 - Index of a state: the free cells' exponents as the digits of a mixed-radix number (radix
   cap + 1), the target cell the lowest digit, then (0,3), (1,3), row 2, row 3, left to right.
-  Entries are u16: round(P·65534); 65535 marks an entry not yet computed. Size: 2 bytes an
-  entry: rank 3: 0.42 M entries (0.8 MiB), 4: 2.6 M (5 MiB), 5: 25.9 M (49 MiB), 6: 222 M
-  (424 MiB), 7: 1.33 G (2.5 GiB).
-- Use during play (`formation_values`): a board qualifies, as it is or mirrored on its main
-  diagonal (Up <-> Left, Down <-> Right), when its locked cells hold exponents > r with no two
-  neighbours equal, and every free cell, the target included, is within its cap (the free
-  tiles then never merge with a locked one, as in the table). Each move's Q is then computed from
-  the table; when the best Q reaches `MIN_PROB`, the table's move is played (valuation type
-  "tuple11", branch_evs = Q), else the search decides. With both orientations qualifying, the
-  one with the higher best Q counts.
+  Entries are u16: round(P·65534); 65535 marks an entry not yet computed. The file of rank R
+  holds the tables of ranks R, R − 1, ..., 3 one after the other (`layout`): 2 bytes an
+  entry, R = 3: 0.42 M entries (0.8 MiB), 4: 3.0 M (5.7 MiB), 5: 28.9 M (55 MiB), 6: 251 M
+  (479 MiB), 7: 1.58 G (3.0 GiB).
+- Use during play (`formation_values`): the rank used for a board is one less than the
+  smaller of the target's locked neighbours (1,1) and (0,2), at most R (`table_rank`), so
+  the goal tile merges into the locked corner. The board qualifies, as it is or mirrored on
+  its main diagonal (Up <-> Left, Down <-> Right), when that rank is at least 3, its locked
+  cells hold exponents above the rank with no two neighbours equal, and every free cell, the
+  target included, is within its cap (the free tiles then never merge with a locked one, as
+  in the table). Each move's Q is then computed from the table; when the best Q reaches
+  `MIN_PROB`, the table's move is played (valuation type "tuple11", branch_evs = Q), else
+  the search decides. With both orientations qualifying, the one with the higher best Q
+  counts.
 - Building (`build`): a depth-first pass over all indices, memoised in a u16 file mapped into
   memory (`.partial`): an entry is written once, when final, so a killed build resumes where
-  it stopped. The finished table is written as one file with a 64-byte header (magic, format,
-  rank, entries, checksum) and renamed into place; loading checks all of them.
+  it stopped. The finished tables are written as one file with a 64-byte header (magic,
+  format, rank, entries, checksum) and renamed into place; loading checks all of them.
+- Numba caches a caller with its callees compiled in: after editing this module, delete the
+  `search.*.nbi/.nbc` cache files beside `search.py`, or the game loop keeps the old code.
 """
 
 from __future__ import annotations
