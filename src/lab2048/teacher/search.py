@@ -34,6 +34,13 @@ Choices
   moves (argmax of the stored float32 values, so the row is self-consistent); ev_legal the
   engine's legal mask; board_eval the static value of the board before the move.
 - Rewards are not part of V: the heuristic ranks board shapes; the score is a by-product.
+- One decision rule for every board (`decide`), used by the game loop and `search_boards`:
+  the formation table's move where it applies (`tables.formation_values`; valuation
+  "tuple11", branch_evs the per-move success probabilities), else the search of the
+  configured evaluation ("lines" above, or "corner": `corner.corner_root`, whose V has its own
+  units); valuation "search". board_eval is the configured evaluation's static value.
+- The game ends by the engine's one rule (`kernels.end_reason`): no legal move, the 2^17
+  limit (the move is not applied and gets no row), or max_moves (0: no limit).
 """
 
 from __future__ import annotations
