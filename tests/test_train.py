@@ -14,7 +14,13 @@ from lab2048.cli import main
 from lab2048.data.dataset import Dataset, default_dataset
 from lab2048.data.fingerprint import json_sha256
 from lab2048.data.sidecar import SidecarConfig, build_sidecar, open_sidecar
-from lab2048.engine.batch import apply_moves, from_exponents, legal_masks, to_exponents
+from lab2048.engine.batch import (
+    apply_moves,
+    from_exponents,
+    legal_masks,
+    move_all,
+    to_exponents,
+)
 from lab2048.errors import UserError
 from lab2048.model import Model, ModelConfig, load_init, save_init
 from lab2048.model.heads import legal_moves
@@ -33,7 +39,13 @@ from lab2048.train.loader import (
     symmetry_moves,
     symmetry_per_move,
 )
-from lab2048.train.objectives import value_loss, value_target
+from lab2048.train.objectives import (
+    one_ply_q,
+    q_agreement,
+    rank_loss,
+    value_loss,
+    value_target,
+)
 from lab2048.train.trainer import lr_factor, train
 from lab2048.value_target import read_value_target
 from lab2048.value_transform import h, two_hot
@@ -377,6 +389,51 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(sidecar, tmp_path):
     a = load_init(whole / "init").state_dict()
     b = load_init(killed / "init").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sibling_afterstates_are_the_engines_moves_under_every_symmetry(sidecar):
+    src = open_source(DataConfig(sidecar=str(sidecar)))
+    rows = src.train_rows[::7][:4000]
+    spec = Spec(value_target="return_scaled", afterstate=True, siblings=True,
+                gamma=src.meta["gamma"])
+    cols = read_columns(src, rows, spec)
+    sym = torch.arange(len(rows)) % 8
+    b = make_batch(cols, sym)
+    boards, masks = from_exponents(b.tokens.numpy().astype(np.uint8))
+    moves = move_all(boards, masks)  # the engine on the transformed boards
+    want = to_exponents(moves.boards.reshape(-1), moves.masks.reshape(-1)).reshape(-1, 4, 16)
+    legal = legal_moves(b.legal).numpy()
+    assert np.array_equal(b.siblings.numpy()[legal], want[legal])
+    assert np.array_equal(b.sibling_rewards.numpy()[legal], moves.rewards[legal])
+    assert np.array_equal(b.after.numpy(), want[np.arange(len(rows)), b.move.numpy()])
+
+
+def test_ranking_loss_golden_values():
+    rewards = torch.tensor([[0.0, 4.0, 8.0, 0.0]])
+    values = torch.tensor([[100.0, 90.0, 80.0, 500.0]])
+    q = one_ply_q(rewards, values, 0.5)
+    assert torch.equal(q, torch.tensor([[50.0, 49.0, 48.0, 250.0]]))
+    legal = torch.tensor([0b0111])  # Right is illegal: its large Q must not count
+    z = torch.tensor([50.0, 49.0, 48.0]) / 10
+    want = -(z[1] - torch.logsumexp(z, 0))
+    assert torch.isclose(rank_loss(q, legal, torch.tensor([1]), 10.0), want)
+    assert q_agreement(q, legal, torch.tensor([0])).item() == 1.0
+    assert q_agreement(q, torch.tensor([0b1111]), torch.tensor([0])).item() == 0.0
+
+
+def test_ranking_loss_trains_and_reports_the_value_agreement(sidecar, tmp_path):
+    cfg = _cfg(sidecar, tmp_path / "run", steps=4, eval_every=4, checkpoint_every=4)
+    cfg.objective.value_state = "afterstate"
+    cfg.objective.rank_weight = 1.0
+    train(cfg)
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["rank_loss"]) for r in records if r["kind"] == "train")
+    val = [r for r in records if r["kind"] == "val"][-1]
+    assert 0 <= val["value_agreement"] <= 1 and np.isfinite(val["rank_loss"])
+    assert read_value_target(tmp_path / "run" / "init").state == "afterstate"
+    with pytest.raises(UserError, match=r"rank_weight needs objective\.value_state"):
+        train(from_dict({**_cfg(sidecar, tmp_path / "b").to_dict(),
+                         "objective": {"rank_weight": 1.0}}))
 
 
 # -- the value target's provenance, afterstates, one forward path ------------------------------

@@ -25,16 +25,23 @@ from lab2048.data.config import (
     ValueSidecarConfig,
 )
 from lab2048.errors import UserError
-from lab2048.play.config import PlayConfig, ValueSmokeConfig
+from lab2048.play.config import EvaluateConfig, PlayConfig, ValueSmokeConfig
 from lab2048.serve.config import ServeConfig
 from lab2048.teacher.config import BuildTablesConfig
 from lab2048.train.config import TrainConfig, load_train_config
 
 
 def _play(args: argparse.Namespace) -> int:
-    from lab2048.play.evaluate import run
+    from lab2048.play.arena import run_play
 
-    run(build_config(PlayConfig, args), overwrite=args.overwrite)
+    run_play(build_config(PlayConfig, args), overwrite=args.overwrite)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from lab2048.play.arena import run_evaluate
+
+    run_evaluate(build_config(EvaluateConfig, args), overwrite=args.overwrite)
     return 0
 
 
@@ -189,6 +196,11 @@ def command(sub, name: str, config, run, *, help: str, **kw) -> argparse.Argumen
 
 
 DESCRIPTIONS = {  # of the commands whose config has no docstring of its own (yet)
+    "evaluate": """Play the same seeded games (identical spawns) with several agents: policy,
+        value:depth=D, hybrid:top=K or hybrid:p=X, teacher, random, greedy, corner; report
+        means with 95% intervals, reach rates, speed and paired differences; write games.csv,
+        summary.json and agents.png to --out. With --dataset, score the agents' moves on
+        recorded positions instead (agreement, regret, value R² and MAE).""",
     "annotate": """Run a model over a packed dataset and write, aligned 1:1 with its steps
         shards, the policy's move probabilities and argmax (annotations-NNNNN.npy), the value
         and the 1-ply Q of each move (annotations-value-NNNNN.npy), the value atoms of
@@ -228,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     command(sub, "play", PlayConfig, _play, help="play games with an agent and summarise them",
             overwrite="replace existing outputs")
+    command(sub, "evaluate", EvaluateConfig, _evaluate,
+            help="compare agents on the same seeded games (or offline)",
+            overwrite="replace an earlier evaluation's output (and discard a staged one)")
     command(sub, "serve", ServeConfig, _serve, help="serve a model over gRPC (micro-batched)")
     command(sub, "value-smoke", ValueSmokeConfig, _value_smoke,
             help="predicted values against realised returns", overwrite="replace existing outputs")

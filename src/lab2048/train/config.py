@@ -66,6 +66,10 @@ class ObjectiveConfig:
     gamma: float = DEFAULT_GAMMA  # the discount the sidecar must have been built with
     target_kind: str = "monte_carlo"  # the return kind the sidecar must hold (values.json kind)
     value_state: str = "board"  # board: V(s) = E[G_t]; afterstate: V(after move, before spawn)
+    # afterstate heads: weight of the ranking loss, the cross-entropy of softmax(Q / T) over the
+    # legal moves against the recorded move, Q(s, a) = r(s, a) + gamma V(afterstate of a)
+    rank_weight: float = 0.0
+    rank_temperature: float = 100.0  # T, in points
     failure_value: float = -800.0  # binned_ev: a legal move valued at most this is FAILURE
 
     def __post_init__(self) -> None:
@@ -77,8 +81,14 @@ class ObjectiveConfig:
         if self.value_state not in STATES:
             raise ValueError(f"objective.value_state must be one of {STATES}, got "
                              f"{self.value_state!r}")
-        if self.policy_weight < 0 or self.value_weight < 0:
+        if self.policy_weight < 0 or self.value_weight < 0 or self.rank_weight < 0:
             raise ValueError("objective weights must be non-negative")
+        if self.rank_weight > 0 and self.value_state != "afterstate":
+            raise ValueError("objective.rank_weight needs objective.value_state = 'afterstate' "
+                             "(a board head would need every spawn of every move)")
+        if not self.rank_temperature > 0:
+            raise ValueError(f"objective.rank_temperature must be positive, got "
+                             f"{self.rank_temperature}")
         if self.value_target not in VALUE_TARGETS:
             raise ValueError(f"objective.value_target must be one of {VALUE_TARGETS}, got "
                              f"{self.value_target!r}")

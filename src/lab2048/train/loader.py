@@ -39,7 +39,10 @@ Choices
 - Afterstates (`objective.value_state = "afterstate"`): the board after the recorded move,
   before its spawn (engine.batch.apply_moves, once at load), with target G_{t+1} =
   (G_t - r_t) / γ in float64 from the sidecar's return_raw and reward, then h(reward_scale
-  G_{t+1}). The policy keeps the board before the move.
+  G_{t+1}). The policy keeps the board before the move. With `Spec.siblings` (the ranking
+  loss, and validation) the afterstates and rewards of all four moves (engine.batch.move_all,
+  once at load: 56 bytes a row), permuted by the symmetries like per-move values; the
+  recorded move's afterstate is then one of them.
 - binned_ev classes of each move (design.md): ILLEGAL; FAILURE (a legal move valued at most
   `failure_value`); WINNER (a legal move as good as the best); else BIN_i of its disadvantage
   (best value - its value) with quantile edges fitted on training rows.
@@ -55,7 +58,7 @@ import torch
 
 from lab2048.data.dataset import Dataset, default_dataset, select_runs
 from lab2048.data.sidecar import open_sidecar
-from lab2048.engine.batch import apply_moves
+from lab2048.engine.batch import apply_moves, move_all
 from lab2048.engine.conventions import (
     EV_FAILURE,
     EV_FIRST_BIN,
@@ -129,6 +132,7 @@ class Spec:
     epsilon: float = 1e-3
     gamma: float = 0.997  # the sidecar's (afterstate targets)
     afterstate: bool = False
+    siblings: bool = False  # afterstate: those of all four moves, with their rewards
     branch_evs: bool = False  # binned_ev
 
 
@@ -160,9 +164,14 @@ def _read_chunk(st: np.ndarray, va: np.ndarray, spec: Spec) -> dict[str, np.ndar
     out = {"board": boards.view(np.int64), "mask": masks.view(np.int16),
            "move": np.ascontiguousarray(st["move_dir"])}
     g = va["return_raw"].astype(np.float64)
-    if spec.afterstate:
+    if spec.afterstate and spec.siblings:
+        moves = move_all(boards, masks)
+        out["sib_board"], out["sib_mask"] = moves.boards.view(np.int64), moves.masks.view(np.int16)
+        out["sib_reward"] = np.maximum(moves.rewards, 0).astype(np.float32)  # 2^17: no reward
+    elif spec.afterstate:
         after, after_masks, _ = apply_moves(boards, out["move"].astype(np.int64), masks)
         out["after_board"], out["after_mask"] = after.view(np.int64), after_masks.view(np.int16)
+    if spec.afterstate:
         g = (g - va["reward"].astype(np.float64)) / spec.gamma  # G_{t+1}
     kind = "return_raw" if spec.afterstate else spec.value_target
     target = value_target(spec, kind, g, va["return_scaled"])
@@ -274,6 +283,8 @@ class Batch:
     points: torch.Tensor  # float32 [B] the return it stands for, in points
     after: torch.Tensor | None = None  # int64 [B, 16] afterstate exponents
     branch_evs: torch.Tensor | None = None  # float32 [B, 4]
+    siblings: torch.Tensor | None = None  # int64 [B, 4, 16] afterstates of the four moves
+    sibling_rewards: torch.Tensor | None = None  # float32 [B, 4] their rewards (0: illegal)
 
 
 def make_batch(cols: dict[str, torch.Tensor], sym: torch.Tensor | None) -> Batch:
@@ -282,13 +293,25 @@ def make_batch(cols: dict[str, torch.Tensor], sym: torch.Tensor | None) -> Batch
     move = cols["move"].to(torch.int64)
     after = decode(cols["after_board"], cols["after_mask"]) if "after_board" in cols else None
     evs = cols.get("branch_evs")
+    sib, sib_r = None, cols.get("sib_reward")
+    if sib_r is not None:
+        sib = decode(cols["sib_board"].reshape(-1), cols["sib_mask"].reshape(-1)).view(-1, 4, 16)
     if sym is not None:
         sym = sym.to(torch.int64)
         tokens, move = symmetry(tokens, sym), symmetry_moves(move, sym)
         after = symmetry(after, sym) if after is not None else None
         evs = symmetry_per_move(evs, sym) if evs is not None else None
+        if sib is not None:  # the cells of each afterstate, then the order of the moves
+            sib = symmetry(sib.view(-1, 16), sym.repeat_interleave(4)).view(-1, 4, 16)
+            order = _table("move_inverse", sib.device).index_select(0, sym)
+            sib = sib.gather(1, order[:, :, None].expand(-1, -1, 16))
+            sib_r = symmetry_per_move(sib_r, sym)
+    if sib is not None:
+        sib = sib.to(torch.int64)
+        after = sib[torch.arange(len(move), device=sib.device), move]
     return Batch(tokens.to(torch.int64), exponent_legal_masks(tokens), move, cols["target"],
-                 cols["points"], after.to(torch.int64) if after is not None else None, evs)
+                 cols["points"], after.to(torch.int64) if after is not None else None, evs,
+                 sib, sib_r)
 
 
 def _seed(*words: int) -> int:

@@ -9,8 +9,12 @@
   afterstate's return) is transformed once with value_transform.h, in float64 when the loader
   reads the columns (`value_target`). mse: squared error of the h-space scalar; cross_entropy:
   cross-entropy against value_transform.two_hot over the head's support.
-- Metrics: policy agreement (argmax over legal moves == teacher move), the losses, and the
-  decoded value (points, per-atom decoding via the head) against return_raw: MAE and R^2.
+- Ranking (afterstate heads): the 1-ply Q(s, a) = r(s, a) + γ V(a's afterstate) of the four
+  moves, and the cross-entropy of softmax(Q / T) over the legal moves against the teacher's
+  move. Q is in points, so T (points) says how large a difference in value counts as sure.
+- Metrics: policy agreement (argmax over legal moves == teacher move), the losses, the
+  decoded value (points, per-atom decoding via the head) against return_raw: MAE and R^2, and
+  for afterstate heads the agreement of argmax Q with the teacher's move.
 """
 
 from __future__ import annotations
@@ -44,6 +48,25 @@ def value_loss(value_out: torch.Tensor, head_cfg, target_h: torch.Tensor) -> tor
         return F.mse_loss(value_out.float(), target_h)
     probs = two_hot(target_h, head_cfg.support)
     return -(probs * F.log_softmax(value_out.float(), -1)).sum(-1).mean()
+
+
+def one_ply_q(rewards: torch.Tensor, afterstate_values: torch.Tensor,
+              gamma: float) -> torch.Tensor:
+    """Q [B, 4] = r(s, a) + γ V(afterstate of a): the value a 1-ply search on an afterstate head
+    gives each move (rewards and values in points; illegal moves are masked by the callers)."""
+    return rewards.float() + gamma * afterstate_values.float()
+
+
+def rank_loss(q: torch.Tensor, legal: torch.Tensor, move: torch.Tensor,
+              temperature: float) -> torch.Tensor:
+    """-log softmax(Q / T)[move] over the legal moves (mask_illegal), averaged over the batch:
+    the listwise ranking loss that asks the recorded move to have the largest Q."""
+    return F.cross_entropy(mask_illegal(q / temperature, legal), move)
+
+
+def q_agreement(q: torch.Tensor, legal: torch.Tensor, move: torch.Tensor) -> torch.Tensor:
+    """Per-sample 1.0 where the legal move of largest Q is the teacher's move."""
+    return (mask_illegal(q.float(), legal).argmax(-1) == move).float()
 
 
 def agreement(policy_out: torch.Tensor, kind: str, legal: torch.Tensor,

@@ -10,8 +10,14 @@ Choices
 - One forward path: every mode calls the same `forward` (the model, or `torch.compile(model)`
   with `train.compile`, under DistributedDataParallel with several processes) on one tensor of
   static shape: the boards, or for afterstate values the boards and their afterstates
-  concatenated (policy from the first half, value from the second).
-- Loss = policy_weight x policy loss + value_weight x value loss (objectives.py, float32).
+  concatenated (policy from the first part, value from the rest): the recorded move's
+  afterstate, or with the ranking loss those of all four moves.
+- Loss = policy_weight x policy loss + value_weight x value loss + rank_weight x ranking loss
+  (objectives.py, float32). The ranking loss (afterstate heads) is the cross-entropy of
+  softmax(Q / T) over the legal moves against the recorded move, with the 1-ply
+  Q(s, a) = r(s, a) + γ V(afterstate of a) that `value:depth=1` plays by: Monte Carlo returns
+  alone fit values across states but rank the moves within one badly (docs/value-learning.md).
+  Validation reports that Q's agreement with the recorded move as `value_agreement`.
 - AdamW (weight decay on matrices and embeddings only), linear warmup then warmup-stable-decay
   (linear decay over the last `decay_fraction` of steps) or cosine, down to min_lr_ratio x lr
   (`lr_factor`, a pure function); global gradient-norm clipping. bf16 autocast on CUDA,
@@ -70,7 +76,15 @@ from lab2048.train.loader import (
     sample_rows,
     val_batches,
 )
-from lab2048.train.objectives import ValueStats, agreement, policy_loss, value_loss
+from lab2048.train.objectives import (
+    ValueStats,
+    agreement,
+    one_ply_q,
+    policy_loss,
+    q_agreement,
+    rank_loss,
+    value_loss,
+)
 from lab2048.value_target import ValueTarget
 
 CHECKPOINT, METRICS, CURVES, INIT = "checkpoint.pt", "metrics.jsonl", "curves.png", "init"
@@ -231,11 +245,14 @@ def _heads_on(cfg: TrainConfig, model: Model) -> tuple[bool, bool]:
 # -- the step's computations --------------------------------------------------------------------
 
 
-def outputs(forward, batch: Batch, *, policy: bool, value: bool, afterstate: bool):
-    """(policy_out or None, value_out or None) of the one forward pass."""
+def outputs(forward, batch: Batch, *, policy: bool, value: bool, afterstate: bool,
+            siblings: bool = False):
+    """(policy_out or None, value_out or None) of the one forward pass; value_out is of the
+    afterstates of all four moves ([4B, ...], move-major per board) with `siblings`."""
     b = len(batch.move)
     if afterstate and value:
-        x = torch.cat([batch.tokens, batch.after]) if policy else batch.after
+        states = batch.siblings.reshape(-1, 16) if siblings else batch.after
+        x = torch.cat([batch.tokens, states]) if policy else states
     else:
         x = batch.tokens
     with torch.autocast("cuda", torch.bfloat16, enabled=x.device.type == "cuda"):
@@ -247,6 +264,8 @@ def outputs(forward, batch: Batch, *, policy: bool, value: bool, afterstate: boo
 
 def losses(cfg: TrainConfig, model: Model, edges, batch: Batch, policy_out, value_out,
            policy_on: bool, value_on: bool) -> dict[str, torch.Tensor]:
+    """The weighted loss and its parts; with value_out for all four afterstates (siblings), the
+    value loss is the recorded move's and `q` (the 1-ply Q, [B, 4]) is returned too."""
     o, kind = cfg.objective, model.cfg.policy_head
     out = {}
     loss = torch.zeros((), device=batch.move.device)
@@ -258,7 +277,18 @@ def losses(cfg: TrainConfig, model: Model, edges, batch: Batch, policy_out, valu
         if policy_on:
             loss = loss + o.policy_weight * out["policy_loss"]
     if value_out is not None:
-        out["value_loss"] = value_loss(value_out, model.cfg.value_head, batch.target)
+        b = len(batch.move)
+        chosen = value_out
+        if len(value_out) == 4 * b:  # all four afterstates: the recorded move's is the target's
+            four = value_out.view(b, 4, *value_out.shape[1:])
+            chosen = four[torch.arange(b, device=four.device), batch.move]
+            points = model.value.decode(value_out).points.view(b, 4)
+            out["q"] = one_ply_q(batch.sibling_rewards, points, o.gamma)
+            out["rank_loss"] = rank_loss(out["q"], batch.legal, batch.move, o.rank_temperature)
+            if value_on and o.rank_weight > 0:
+                loss = loss + o.rank_weight * out["rank_loss"]
+        out["value_out"] = chosen
+        out["value_loss"] = value_loss(chosen, model.cfg.value_head, batch.target)
         if value_on:
             loss = loss + o.value_weight * out["value_loss"]
     out["loss"] = loss
@@ -268,18 +298,23 @@ def losses(cfg: TrainConfig, model: Model, edges, batch: Batch, policy_out, valu
 @torch.no_grad()
 def evaluate(cfg: TrainConfig, model: Model, forward, edges, val_cols, policy_on: bool,
              value_on: bool, afterstate: bool) -> dict[str, float]:
-    """Validation: the training losses, policy agreement, value MAE and R² in points."""
+    """Validation: the training losses, policy agreement, value MAE and R² in points, and for
+    afterstate heads the agreement of their 1-ply Q's move with the recorded one."""
     model.eval()
     sums: dict[str, float] = {}
     n, stats = 0, ValueStats()
     for batch in val_batches(val_cols, VAL_BATCH):
+        siblings = afterstate and value_on and batch.siblings is not None
         policy_out, value_out = outputs(forward, batch, policy=True, value=value_on,
-                                        afterstate=afterstate)
+                                        afterstate=afterstate, siblings=siblings)
         out = losses(cfg, model, edges, batch, policy_out if policy_on else None, value_out,
                      policy_on, value_on)
         out["policy_agreement"] = agreement(policy_out, model.cfg.policy_head, batch.legal,
                                             batch.move).mean()
+        if "q" in out:
+            out["value_agreement"] = q_agreement(out.pop("q"), batch.legal, batch.move).mean()
         b = len(batch.move)
+        value_out = out.pop("value_out", None)
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v) * b
         n += b
@@ -424,9 +459,11 @@ def _train(cfg, out, rank, world, device, resume, overwrite, stop_after) -> dict
     afterstate = o.value_state == "afterstate"
     spec = Spec(value_target=o.value_target, reward_scale=head.reward_scale,
                 epsilon=head.epsilon, gamma=source.meta["gamma"], afterstate=afterstate,
-                branch_evs=mcfg.policy_head == "binned_ev")
+                siblings=o.rank_weight > 0, branch_evs=mcfg.policy_head == "binned_ev")
     train_cols = read_columns(source, source.train_rows, spec)
-    val_cols = {k: v.to(device) for k, v in read_columns(source, source.val_rows, spec).items()}
+    val_spec = dataclasses.replace(spec, siblings=afterstate)  # for value_agreement
+    val_cols = {k: v.to(device) for k, v in read_columns(source, source.val_rows,
+                                                         val_spec).items()}
     batches = Batches(train_cols, t.batch_size, t.seed, device, augment=cfg.data.augment,
                       placement=cfg.data.placement, rank=rank, world=world)
 
@@ -492,7 +529,8 @@ def _train(cfg, out, rank, world, device, resume, overwrite, stop_after) -> dict
         _append(out / METRICS, r)
 
     keys = ["loss", *(["policy_loss"] if policy_on else []),
-            *(["value_loss"] if value_on else []), "grad_norm"]
+            *(["value_loss"] if value_on else []),
+            *(["rank_loss"] if value_on and spec.siblings else []), "grad_norm"]
     window = torch.zeros(len(keys), dtype=torch.float64, device=device)
     last_val: dict = {}
     last_ckpt = start
@@ -507,7 +545,7 @@ def _train(cfg, out, rank, world, device, resume, overwrite, stop_after) -> dict
             lr = sched.get_last_lr()[0]
             batch = batches.get(step)
             policy_out, value_out = outputs(forward, batch, policy=policy_on, value=value_on,
-                                            afterstate=afterstate)
+                                            afterstate=afterstate, siblings=spec.siblings)
             out_t = losses(cfg, model, edges, batch, policy_out, value_out, policy_on, value_on)
             out_t["loss"].backward()
             out_t["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, clip)
