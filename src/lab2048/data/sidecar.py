@@ -67,7 +67,7 @@ from lab2048.data.returns import discounted_returns, lambda_returns, n_step_retu
 from lab2048.engine import kernels as K
 from lab2048.errors import UserError
 from lab2048.io import disk_errors, progress_bar, read_json, temp_dir_beside
-from lab2048.value_target import DEFAULT_EPSILON, DEFAULT_GAMMA
+from lab2048.value_target import DEFAULT_EPSILON, DEFAULT_GAMMA, ValueTarget
 from lab2048.value_transform import h_scalar
 
 FORMAT_VERSION = 3  # 3: kind, n, lam, bootstrap and a checksum of values.json
@@ -88,18 +88,14 @@ class SidecarConfig:
     lam: float = 0.0  # lambda: TD(λ)'s λ
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.gamma <= 1.0:
-            raise UserError(f"gamma must be in [0, 1], got {self.gamma}")
-        if not (np.isfinite(self.reward_scale) and self.reward_scale > 0):
-            raise UserError(f"reward scale must be a positive number, got {self.reward_scale}")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise UserError(f"epsilon must be in [0, 1], got {self.epsilon}")
+        """The checks of a value target's definition (value_target.ValueTarget), one line."""
         if self.kind not in KINDS:
             raise UserError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        if self.kind == "n_step" and self.n < 1:
-            raise UserError(f"--n-step must be at least 1, got {self.n}")
-        if self.kind == "lambda" and not 0.0 <= self.lam <= 1.0:
-            raise UserError(f"--lambda must be in [0, 1], got {self.lam}")
+        try:
+            ValueTarget(gamma=self.gamma, reward_scale=self.reward_scale, epsilon=self.epsilon,
+                        kind=self.kind, n=self.n, lam=self.lam)
+        except ValueError as e:
+            raise UserError(str(e)) from None
 
     @property
     def bootstrapped(self) -> bool:

@@ -39,6 +39,7 @@ import numpy as np
 from numba import njit
 
 from lab2048.engine import kernels as K
+from lab2048.teacher.heuristic import line_sum
 
 U64 = np.uint64
 TT_DTYPE = np.dtype([("board", np.uint64), ("value", np.float32), ("prob", np.float32),
@@ -85,12 +86,7 @@ CORNER_TABLE = build_corner_table()
 @_jit
 def corner_eval(b):
     """Σ over rows (left to right) and columns (top to bottom) of CORNER_TABLE[line]."""
-    t = K.transpose(b)
-    mask = U64(0xFFFF)
-    return (CORNER_TABLE[(b >> U64(48)) & mask] + CORNER_TABLE[(b >> U64(32)) & mask]
-            + CORNER_TABLE[(b >> U64(16)) & mask] + CORNER_TABLE[b & mask]
-            + CORNER_TABLE[(t >> U64(48)) & mask] + CORNER_TABLE[(t >> U64(32)) & mask]
-            + CORNER_TABLE[(t >> U64(16)) & mask] + CORNER_TABLE[t & mask])
+    return line_sum(CORNER_TABLE, b)
 
 
 @_jit
