@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from lab2048.data.config import GenerateConfig
-from lab2048.data.dataset import STEP_DTYPE, VALUATION_TYPES, DatasetWriter, Run, make_rows
+from lab2048.data.dataset import STEP_DTYPE, DatasetWriter, Run, make_rows
 from lab2048.data.workers import process_pool
 from lab2048.engine.conventions import EndReason
 from lab2048.errors import UserError
@@ -76,7 +76,7 @@ def play_arrays(index: int, seed: int, teacher: TeacherConfig, max_moves: int) -
     rows = make_rows(run_id=index + 1, seed=seed, boards=game.boards, masks=game.masks,
                      moves=game.moves, ev_legal=game.ev_legal, max_rank=game.max_rank,
                      board_eval=game.board_eval, branch_evs=game.branch_evs,
-                     valuation_type=VALUATION_TYPES["search"])
+                     valuation_type=game.valuation)
     meta = np.array([seed, game.score, game.highest_tile, int(game.end_reason)], np.int64)
     return {"rows": rows, "meta": meta, "seconds": np.float64(game.seconds),
             "nodes": np.int64(game.nodes)}
