@@ -27,6 +27,7 @@ from lab2048.data.config import (
 from lab2048.errors import UserError
 from lab2048.play.config import EvaluateConfig, PlayConfig, ValueSmokeConfig
 from lab2048.serve.config import ServeConfig
+from lab2048.teacher.config import BuildTablesConfig
 from lab2048.train.config import TrainConfig, load_train_config
 
 
@@ -103,7 +104,7 @@ def _pack(args: argparse.Namespace) -> int:
 
     cfg = build_config(PackConfig, args)
     report = pack(Path(cfg.input), Path(cfg.out), fmt=cfg.format, workers=cfg.workers,
-                  shard_rows=cfg.shard_rows, overwrite=args.overwrite)
+                  shard_rows=cfg.shard_rows, overwrite=args.overwrite, ray=cfg.ray)
     print(f"{report.out}: {report.games:,} games, {report.steps:,} steps packed in "
           f"{report.seconds:.1f} s; logged values disagree with the board's legal moves on "
           f"{report.ev_legal_differs:,} steps")
@@ -157,6 +158,16 @@ def _annotate(args: argparse.Namespace) -> int:
     cfg = build_config(AnnotateConfig, args)
     manifest = annotate(cfg, resume=args.resume, overwrite=args.overwrite)
     print(format_summary(manifest, Path(cfg.out or cfg.dataset)))
+    return 0
+
+
+def _teacher_build_tables(args: argparse.Namespace) -> int:
+    from lab2048.teacher import tables
+
+    cfg = build_config(BuildTablesConfig, args)
+    path = tables.build(cfg.rank, cfg.out, progress=not cfg.quiet)
+    print(f"{path}: {tables.FORMATION} tables of ranks {tables.MIN_RANK}..{cfg.rank}, "
+          f"{tables.layout(cfg.rank)[2]:,} entries")
     return 0
 
 
@@ -258,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue annotations with the same settings, skipping finished shards")
     command(sub, "view", ViewConfig, _view,
             help="a web viewer of a dataset, its annotations and values")
+    teacher = sub.add_parser("teacher", help="teacher utilities (build-tables)",
+                             description="Utilities of the expectimax teacher.")
+    actions = teacher.add_subparsers(dest="action", required=True, metavar="ACTION")
+    configure(actions.add_parser("build-tables", help="build the strong teacher's tables",
+                                 description=BuildTablesConfig.__doc__),
+              BuildTablesConfig, _teacher_build_tables)
     return parser
 
 

@@ -22,6 +22,11 @@ Choices
 - Speed: each game record carries its agent's running totals (moves, seconds, boards valued)
   at that moment, so moves/s survives a resume (the time of unfinished games lost to an
   interruption is not counted, nor are their moves).
+- With --ray ADDRESS (and --init) the games go to Ray actors that each load the init's files:
+  chunks of seeds (about four an actor), each played in lockstep there, their games staged here
+  as chunks come back, so --resume and the outputs are as above. games.csv is the same bytes as
+  a local run on the same device (the model's rows do not depend on the batch on a CPU);
+  moves/s sums the actors' seconds.
 - `lab2048 play` is the one-agent case with its own outputs (games.csv, summary.json,
   scores.png; any of them replaced only with --overwrite).
 """
@@ -43,8 +48,10 @@ import numpy as np
 from lab2048.engine.conventions import EndReason, tile_value
 from lab2048.errors import UserError
 from lab2048.io import (
+    atomic_files,
     atomic_path,
     claim_outputs,
+    disk_errors,
     progress_bar,
     publish_dir,
     temp_dir_beside,
@@ -168,8 +175,8 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    """Into `path` directly: callers write into temporaries (atomic_files, temp_dir_beside)."""
+    fig.savefig(path, format="png", dpi=100)
 
 
 def plot_agents(results: list[GameResults], summaries: dict, path: Path) -> None:
@@ -247,9 +254,15 @@ def run_play(cfg: PlayConfig, overwrite: bool = False) -> dict:
     summary = summarize(res, reach_tiles=PLAY_REACH_TILES)
     print(format_play(summary))
     if out is not None:
-        write_text(out / "games.csv", games_csv([res], with_agent=False))
-        write_json(out / "summary.json", {"config": vars(cfg), **summary})
-        plot_scores(res, out / "scores.png")
+        paths = [out / name for name in PLAY_FILES]
+        with atomic_files(paths) as (games, summary_json, scores):  # all three or none
+            with disk_errors(paths[0]):
+                games.write_text(games_csv([res], with_agent=False))
+            with disk_errors(paths[1]):
+                summary_json.write_text(json.dumps({"config": vars(cfg), **summary}, indent=2)
+                                        + "\n")
+            with disk_errors(paths[2]):
+                plot_scores(res, scores)
         print(f"wrote {out}/{{{','.join(PLAY_FILES)}}}")
     return summary
 
@@ -403,7 +416,10 @@ def run_evaluate(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
         identity, gamma, afterstate = _identity(cfg, predictor, uses_value)
         staging = Staging(staging_path(out), identity, cfg.resume, overwrite)
         try:
-            _play_all(specs, seeds, cfg.max_moves, staging, predictor, gamma, afterstate)
+            if cfg.ray:
+                _play_all_on_ray(cfg, specs, seeds, staging, gamma, afterstate)
+            else:
+                _play_all(specs, seeds, cfg.max_moves, staging, predictor, gamma, afterstate)
         finally:
             staging.close()
     results, summaries = [], {}
@@ -442,13 +458,76 @@ def _play_all(specs, seeds, max_moves, staging: Staging, predictor, gamma, after
             bar.set_description(spec.name)
 
             def on_end(i: int, res: GameResults, name=spec.name) -> None:
-                staging.add({"agent": name, "seed": int(res.seeds[i]),
-                             "score": int(res.scores[i]), "moves": int(res.moves[i]),
-                             "highest": int(res.highest[i]), "end": int(res.ends[i]),
-                             "run": {"moves": int(res.moves.sum()), "seconds": res.seconds,
-                                     "boards": int(res.boards_evaluated)}})
+                staging.add(_record(name, res, i, {
+                    "moves": int(res.moves.sum()), "seconds": res.seconds,
+                    "boards": int(res.boards_evaluated)}))
                 bar.update()
 
             res = play_lockstep(agent, todo, max_moves, on_end=on_end)
             bar.write(f"{spec.name}: {len(todo)} games, mean score {res.scores.mean():,.0f}, "
                       f"{res.moves.sum() / max(res.seconds, 1e-9):,.0f} moves/s")
+
+
+def _record(name: str, res: GameResults, i: int, run: dict) -> dict:
+    """The staged record of game i of `res`, with the agent's running totals `run`."""
+    return {"agent": name, "seed": int(res.seeds[i]), "score": int(res.scores[i]),
+            "moves": int(res.moves[i]), "highest": int(res.highest[i]), "end": int(res.ends[i]),
+            "run": run}
+
+
+# --- Ray (lab2048.scale): chunks of seeds go to actors that hold the model; each chunk is
+# played in lockstep there, and its games are staged here as chunks come back
+class GamePlayer:
+    """A Ray actor: the model of an init (sent as its files; None for model-free agents)."""
+
+    def __init__(self, init_files: dict[str, bytes] | None, device: str, threads: int):
+        from lab2048.play.predictor import open_predictor
+        from lab2048.scale import materialize
+
+        self.predictor = None
+        if init_files is not None:
+            self.init = materialize(init_files)  # kept for the actor's life
+            self.context = open_predictor(self.init.name, device=device, threads=threads)
+            self.predictor = self.context.__enter__()
+
+    def play(self, spec: AgentSpec, seeds: np.ndarray, max_moves: int, gamma: float,
+             afterstate: bool) -> GameResults:
+        return play_lockstep(make_agent(spec, self.predictor, gamma, afterstate), seeds,
+                             max_moves)
+
+
+def _play_all_on_ray(cfg: EvaluateConfig, specs, seeds, staging: Staging, gamma,
+                     afterstate) -> None:
+    from lab2048.scale import actor_map, cluster, fit_actors, read_files
+
+    todo = [(spec, np.array([s for s in seeds if int(s) not in staging.games.get(spec.name, {})],
+                            np.uint64)) for spec in specs]
+    games = sum(len(t) for _, t in todo)
+    if not games:
+        return
+    with cluster(cfg.ray) as ray:
+        threads = cfg.threads or 1
+        actors = fit_actors(ray, games, num_cpus=threads, num_gpus=cfg.ray_gpus)
+        chunk = -(-games // (4 * actors))  # 4 chunks an actor: even ends, frequent staging
+        work = [(spec, t[i:i + chunk], cfg.max_moves, gamma, afterstate)
+                for spec, t in todo for i in range(0, len(t), chunk)]
+        files = read_files(cfg.init) if any(s.uses_model for s in specs) else None
+        device = "cuda" if cfg.ray_gpus > 0 else "cpu"  # Ray shows an actor its own GPUs
+        init = (files, device, threads)
+        totals: dict[str, dict] = {}  # per agent: moves, actor seconds, boards valued
+        total = len(specs) * len(seeds)
+        with progress_bar(total=total, initial=total - games, unit="game",
+                          desc="evaluate") as bar:
+            for position, res in actor_map(
+                    ray, GamePlayer, init, "play", work, actors=actors, num_cpus=threads,
+                    num_gpus=cfg.ray_gpus, what=lambda p: f"{work[p][0].name} seeds "
+                    f"{int(work[p][1][0])}..{int(work[p][1][-1])}"):
+                name = work[position][0].name
+                run = totals.setdefault(name, {"moves": 0, "seconds": 0.0, "boards": 0})
+                run["moves"] += int(res.moves.sum())
+                run["seconds"] += res.seconds
+                run["boards"] += int(res.boards_evaluated)
+                for i in range(len(res.seeds)):
+                    staging.add(_record(name, res, i, dict(run)))
+                    bar.update()
+# --- end Ray

@@ -18,6 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from lab2048.engine.conventions import NO_MOVE_LIMIT
+from lab2048.scale import RAY_GPUS_HELP, RAY_HELP
 from lab2048.teacher.config import TeacherConfig
 from lab2048.value_target import DEFAULT_GAMMA
 
@@ -206,9 +207,16 @@ class EvaluateConfig:
     rows: int = field(default=1000, metadata={"help": "offline: evenly spaced positions"})
     where: str = field(default="", metadata={
         "help": "offline: SQL over the runs table choosing the runs (e.g. held-out ones)"})
+    ray: str = field(default="", metadata={"help": RAY_HELP, "metavar": "ADDRESS"})
+    ray_gpus: float = field(default=0.0, metadata={"help": RAY_GPUS_HELP})
 
     def __post_init__(self) -> None:
         self.specs = parse_agents(self.agents)
+        if self.ray and (self.server or self.dataset):
+            raise ValueError("--ray plays games with the model sent to the cluster: give "
+                             "--init DIR, not --server, and no --dataset")
+        if self.ray_gpus < 0:
+            raise ValueError(f"ray_gpus must be 0 or more, got {self.ray_gpus}")
         if any(s.uses_model for s in self.specs) and not (self.init or self.server):
             raise ValueError("agents policy, value and hybrid need --init DIR or --server ADDR")
         if self.dataset and not (self.init or self.server):
