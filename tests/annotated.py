@@ -62,11 +62,8 @@ def tiny_init(out: Path, objective: str = "cross_entropy", policy_head: str = "a
 
 
 def annotate(init: Path, dataset: Path, out: Path, *extra: str) -> None:
-    import _search_shim
-
     from lab2048.cli import main
 
-    _search_shim.install()  # TEMPORARY until lab2048.play.search (q_values) is on main
     assert main(["annotate", "--init", str(init), "--dataset", str(dataset), "--out", str(out),
                  "--threads", "1", "--batch", "256", *extra]) == 0
 

@@ -8,7 +8,6 @@ import hashlib
 import json
 import shutil
 
-import _search_shim
 import numpy as np
 import pytest
 from annotated import GAMMA, sidecar, small_dataset, tiny_init
@@ -27,8 +26,6 @@ from lab2048.engine import Board
 from lab2048.engine.batch import legal_masks, to_exponents
 from lab2048.errors import UserError
 from lab2048.value_target import DEFAULT_GAMMA
-
-_search_shim.install()  # TEMPORARY until lab2048.play.search (q_values) is on main
 
 
 def _annotate(init, dataset, out, *extra):

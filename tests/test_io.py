@@ -88,8 +88,8 @@ def test_a_full_disk_leaves_the_earlier_file(tmp_path, monkeypatch):
 
 
 def test_play_out_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    from lab2048.play.arena import run_play
     from lab2048.play.config import PlayConfig
-    from lab2048.play.evaluate import run
 
     real = pathlib.Path.write_text
 
@@ -100,7 +100,7 @@ def test_play_out_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pathlib.Path, "write_text", full)
     with pytest.raises(UserError, match=r"games\.csv: cannot write \(No space left on device\)"):
-        run(PlayConfig(agent="random", games=2, max_moves=20, out=str(tmp_path / "out")))
+        run_play(PlayConfig(agent="random", games=2, max_moves=20, out=str(tmp_path / "out")))
     assert list((tmp_path / "out").iterdir()) == []
 
 

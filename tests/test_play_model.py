@@ -9,9 +9,12 @@ import torch
 from lab2048.cli import main
 from lab2048.engine import Game
 from lab2048.model import Model, ModelConfig, ValueHeadConfig, load_init, save_init
-from lab2048.play.config import PlayConfig, ValueSmokeConfig
-from lab2048.play.model_agent import LocalPredictor, RemotePredictor, play_model_games
-from lab2048.play.value_smoke import discounted_returns, metrics
+from lab2048.play.agents import make_agent
+from lab2048.play.config import PlayConfig, ValueSmokeConfig, parse_agent
+from lab2048.play.games import play_lockstep
+from lab2048.play.predictor import LocalPredictor, RemotePredictor
+from lab2048.play.value_smoke import metrics, rollout_returns
+from lab2048.value_target import ValueTarget
 
 TINY = dict(hidden=32, layers=1, heads=4, kv_heads=2, mlp=64)
 
@@ -31,11 +34,15 @@ def init_dirs(tmp_path_factory):
     return save_init(pv, root / "pv"), save_init(p, root / "p")
 
 
+def play_model_games(predictor, seeds, max_moves):
+    return play_lockstep(make_agent(parse_agent("policy"), predictor), seeds, max_moves)
+
+
 def test_model_games_are_seeded_and_follow_the_policy(init_dirs):
     model = load_init(init_dirs[0])
     seeds = np.arange(3, dtype=np.uint64) + np.uint64(11)
-    a, _ = play_model_games(LocalPredictor(model), seeds, 80, report=None)
-    b, _ = play_model_games(LocalPredictor(model, max_batch=1), seeds, 80, report=None)
+    a = play_model_games(LocalPredictor(model), seeds, 80)
+    b = play_model_games(LocalPredictor(model, max_batch=1), seeds, 80)
     assert a.scores.tolist() == b.scores.tolist() and a.moves.tolist() == b.moves.tolist()
     # replay game 0 move by move with the engine's Game and the model's argmax
     from lab2048.engine.batch import to_exponents
@@ -52,17 +59,13 @@ def test_play_through_the_server_equals_in_process(init_dirs):
 
     model = load_init(init_dirs[1])
     seeds = np.arange(4, dtype=np.uint64)
-    local, _ = play_model_games(LocalPredictor(model), seeds, 60, report=None)
+    local = play_model_games(LocalPredictor(model), seeds, 60)
     with server_thread(model, "127.0.0.1:0", max_batch=256, max_wait_ms=1) as server:
         remote_pred = RemotePredictor(server.address)
-        remote, _ = play_model_games(remote_pred, seeds, 60, report=None)
+        remote = play_model_games(remote_pred, seeds, 60)
         remote_pred.close()
-        lines = []
-        play_model_games(RemotePredictor(server.address), seeds[:1], 5, report=lines.append,
-                         report_every_s=0)
     assert remote.scores.tolist() == local.scores.tolist()
     assert remote.moves.tolist() == local.moves.tolist()
-    assert "moves/s" in lines[-1] and "highest tile" in lines[-1]
 
 
 def test_play_command_with_init(init_dirs, tmp_path, capsys):
@@ -86,6 +89,9 @@ def test_play_config_picks_the_agent():
         PlayConfig(init="x", device="tpu")
     with pytest.raises(ValueError, match="needs --init"):
         ValueSmokeConfig()
+    assert PlayConfig(max_moves=0).max_moves == 0  # no limit, as everywhere in play/
+    with pytest.raises(ValueError, match="max_moves must be >= 0"):
+        PlayConfig(max_moves=-1)
 
 
 def test_one_line_errors(tmp_path, capsys):
@@ -98,7 +104,7 @@ def test_one_line_errors(tmp_path, capsys):
 
 def test_discounted_returns_and_metrics():
     rewards = np.array([[4.0, 0.0, 8.0, 99.0], [2.0, 2.0, 0.0, 0.0]])
-    g = discounted_returns(rewards, np.array([3, 2]), 0.5)
+    g = rollout_returns(rewards, np.array([3, 2]), 0.5)
     np.testing.assert_allclose(g[0, :3], [4 + 0.5 * 0 + 0.25 * 8, 0 + 0.5 * 8, 8])
     np.testing.assert_allclose(g[1, :2], [3, 2])
     assert np.isnan(g[0, 3]) and np.isnan(g[1, 2:]).all()
@@ -122,3 +128,20 @@ def test_value_smoke_command(init_dirs, tmp_path, capsys):
     assert len(rows) == s["rollout_moves"] + 1
     assert main(["value-smoke", "--init", str(init_dirs[1]), "--out", str(tmp_path / "x")]) == 2
     assert "has no value head" in capsys.readouterr().err
+
+
+def test_value_smoke_reads_gamma_from_the_init(init_dirs, tmp_path, capsys):
+    import shutil
+
+    init = tmp_path / "init"
+    shutil.copytree(init_dirs[0], init)
+    ValueTarget(gamma=0.9).save(init)
+    assert main(["value-smoke", "--init", str(init), "--games", "1", "--moves", "20",
+                 "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "value-smoke.json").read_text())["gamma"] == 0.9
+    capsys.readouterr()
+    assert main(["value-smoke", "--init", str(init), "--games", "1", "--moves", "20",
+                 "--gamma", "0.99", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "trained for gamma 0.9, not 0.99" in err and len(err.strip().splitlines()) == 1
+    assert not any((tmp_path / "b").iterdir())  # nothing written

@@ -25,16 +25,24 @@ from lab2048.data.config import (
     ValueSidecarConfig,
 )
 from lab2048.errors import UserError
-from lab2048.play.config import PlayConfig, ValueSmokeConfig
+from lab2048.play.config import EvaluateConfig, PlayConfig, ValueSmokeConfig
 from lab2048.publish import PublishConfig
 from lab2048.serve.config import ServeConfig
+from lab2048.teacher.config import BuildTablesConfig
 from lab2048.train.config import TrainConfig, load_train_config
 
 
 def _play(args: argparse.Namespace) -> int:
-    from lab2048.play.evaluate import run
+    from lab2048.play.arena import run_play
 
-    run(build_config(PlayConfig, args), overwrite=args.overwrite)
+    run_play(build_config(PlayConfig, args), overwrite=args.overwrite)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from lab2048.play.arena import run_evaluate
+
+    run_evaluate(build_config(EvaluateConfig, args), overwrite=args.overwrite)
     return 0
 
 
@@ -97,7 +105,7 @@ def _pack(args: argparse.Namespace) -> int:
 
     cfg = build_config(PackConfig, args)
     report = pack(Path(cfg.input), Path(cfg.out), fmt=cfg.format, workers=cfg.workers,
-                  shard_rows=cfg.shard_rows, overwrite=args.overwrite)
+                  shard_rows=cfg.shard_rows, overwrite=args.overwrite, ray=cfg.ray)
     print(f"{report.out}: {report.games:,} games, {report.steps:,} steps packed in "
           f"{report.seconds:.1f} s; logged values disagree with the board's legal moves on "
           f"{report.ev_legal_differs:,} steps")
@@ -161,6 +169,16 @@ def _annotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _teacher_build_tables(args: argparse.Namespace) -> int:
+    from lab2048.teacher import tables
+
+    cfg = build_config(BuildTablesConfig, args)
+    path = tables.build(cfg.rank, cfg.out, progress=not cfg.quiet)
+    print(f"{path}: {tables.FORMATION} tables of ranks {tables.MIN_RANK}..{cfg.rank}, "
+          f"{tables.layout(cfg.rank)[2]:,} entries")
+    return 0
+
+
 def _view(args: argparse.Namespace) -> int:
     from lab2048.viewer.app import serve
 
@@ -186,6 +204,11 @@ def command(sub, name: str, config, run, *, help: str, **kw) -> argparse.Argumen
 
 
 DESCRIPTIONS = {  # of the commands whose config has no docstring of its own (yet)
+    "evaluate": """Play the same seeded games (identical spawns) with several agents: policy,
+        value:depth=D, hybrid:top=K or hybrid:p=X, teacher, random, greedy, corner; report
+        means with 95% intervals, reach rates, speed and paired differences; write games.csv,
+        summary.json and agents.png to --out. With --dataset, score the agents' moves on
+        recorded positions instead (agreement, regret, value R² and MAE).""",
     "annotate": """Run a model over a packed dataset and write, aligned 1:1 with its steps
         shards, the policy's move probabilities and argmax (annotations-NNNNN.npy), the value
         and the 1-ply Q of each move (annotations-value-NNNNN.npy), the value atoms of
@@ -225,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     command(sub, "play", PlayConfig, _play, help="play games with an agent and summarise them",
             overwrite="replace existing outputs")
+    command(sub, "evaluate", EvaluateConfig, _evaluate,
+            help="compare agents on the same seeded games (or offline)",
+            overwrite="replace an earlier evaluation's output (and discard a staged one)")
     command(sub, "serve", ServeConfig, _serve, help="serve a model over gRPC (micro-batched)")
     command(sub, "value-smoke", ValueSmokeConfig, _value_smoke,
             help="predicted values against realised returns", overwrite="replace existing outputs")
@@ -254,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue annotations with the same settings, skipping finished shards")
     command(sub, "view", ViewConfig, _view,
             help="a web viewer of a dataset, its annotations and values")
+    teacher = sub.add_parser("teacher", help="teacher utilities (build-tables)",
+                             description="Utilities of the expectimax teacher.")
+    actions = teacher.add_subparsers(dest="action", required=True, metavar="ACTION")
+    configure(actions.add_parser("build-tables", help="build the strong teacher's tables",
+                                 description=BuildTablesConfig.__doc__),
+              BuildTablesConfig, _teacher_build_tables)
     return parser
 
 

@@ -50,8 +50,8 @@ class ValueTarget:
     sidecar: str = ""  # fingerprint of the sidecar the head was trained on ("" if unknown)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.gamma) and 0 < self.gamma <= 1):
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if not (math.isfinite(self.gamma) and 0 <= self.gamma <= 1):
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         if not (math.isfinite(self.reward_scale) and self.reward_scale > 0):
             raise ValueError(f"reward_scale must be positive, got {self.reward_scale}")
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):

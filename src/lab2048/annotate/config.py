@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lab2048.config import DEVICE_HELP, check_device
+from lab2048.scale import RAY_GPUS_HELP, RAY_HELP
 
 DEFAULT_PORT = 8048
 
@@ -37,10 +38,17 @@ class AnnotateConfig:
     gamma: float = field(default=0.0, metadata={
         "help": "discount of the 1-ply Q, only for an init that records no value target "
                 "(0: the --sidecar's gamma, else 0.997)"})
+    ray: str = field(default="", metadata={"help": RAY_HELP, "metavar": "ADDRESS"})
+    ray_gpus: float = field(default=0.0, metadata={"help": RAY_GPUS_HELP})
 
     def __post_init__(self) -> None:
         if not (self.init or self.server):
             raise ValueError("annotate needs --init DIR or --server ADDR")
+        if self.ray and (self.server or not self.init):
+            raise ValueError("--ray sends the model to the cluster: give --init DIR, not "
+                             "--server")
+        if self.ray_gpus < 0:
+            raise ValueError(f"ray_gpus must be 0 or more, got {self.ray_gpus}")
         if self.batch < 1:
             raise ValueError(f"batch must be at least 1, got {self.batch}")
         if self.threads < 0:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab2048.data.dataset import Dataset
+from lab2048.data.dataset import Dataset, check_keys, load_npy
 from lab2048.data.fingerprint import fingerprint
 from lab2048.errors import UserError
 from lab2048.io import read_json
@@ -43,7 +43,6 @@ PREFIX = {"annotations": "annotations-", "value": "annotations-value-",
 VALUE_DTYPE = np.dtype([("run_id", "<u4"), ("step_index", "<u4"), ("value", "<f4"),
                         ("value_xform", "<f4"), ("q", "<f4", (4,))])
 BINS_DTYPE = np.dtype("<f2")
-CHECK_ROWS = 1 << 18
 
 __all__ = ["MANIFEST", "NOT_ANNOTATED", "Annotations", "fingerprint", "open_annotations",
            "policy_dtype", "shard_file"]
@@ -100,13 +99,7 @@ def read_manifest(path: Path) -> dict:
 
 def _load(path: Path, kind: str, entry: dict, manifest: dict, fingerprints: bool) -> np.ndarray:
     spec = manifest["files"][kind]
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file (the manifest lists it; {_rerun(manifest)})"
-                        ) from None
-    except (ValueError, OSError, EOFError) as e:
-        raise UserError(f"{path}: not a readable .npy file ({e})") from None
+    arr = load_npy(path, f"no such file (the manifest lists it; {_rerun(manifest)})")
     shape = [entry["rows"], *spec["shape"][1:]]
     if dtype_str(arr.dtype) != spec["dtype"] or list(arr.shape) != shape:
         raise UserError(f"{path}: {arr.shape} of {dtype_str(arr.dtype)}, the manifest says "
@@ -150,18 +143,9 @@ def open_annotations(dataset: Path | Dataset, root: Path | None = None,
         for kind in kinds:
             arr = _load(root / entry["names"][kind], kind, entry, manifest, fingerprints)
             if kind != "value_bins":
-                _check_keys(steps, arr, root / entry["names"][kind])
+                check_keys(steps, arr, root / entry["names"][kind])
             out[kind].append(arr)
     return Annotations(root, manifest, out["annotations"], out.get("value"),
                        out.get("value_bins"))
 
 
-def _check_keys(steps: np.ndarray, arr: np.ndarray, path: Path) -> None:
-    for a in range(0, len(steps), CHECK_ROWS):
-        s, v = steps[a:a + CHECK_ROWS], arr[a:a + CHECK_ROWS]
-        bad = (s["run_id"] != v["run_id"]) | (s["step_index"] != v["step_index"])
-        if bad.any():
-            i = a + int(np.flatnonzero(bad)[0])
-            raise UserError(f"{path}: row {i} is run {int(arr['run_id'][i])} step "
-                            f"{int(arr['step_index'][i])}, the dataset has run "
-                            f"{int(steps['run_id'][i])} step {int(steps['step_index'][i])}")

@@ -21,6 +21,9 @@ Choices
   --gamma is a one-line error); then the --sidecar's γ, then DEFAULT_GAMMA with a note.
 - In process (`--init`) or through `lab2048 serve` (`--server`): the same outputs, the model
   config from Describe; the weights fingerprint is known only with --init.
+- With --ray ADDRESS (and --init), shards go to Ray actors that each load the init's files
+  (`--ray-gpus` per actor on GPU clusters) and return a shard's outputs, computed in the same
+  batches; the driver writes and publishes them as above, in the order they finish.
 """
 
 from __future__ import annotations
@@ -247,28 +250,80 @@ def _annotate(cfg: AnnotateConfig, ds: Dataset, out: Path, model, resume: bool,
     annotated = 0
     shapes = {"annotations": (pdtype, ()), "value": (VALUE_DTYPE, ()),
               "value_bins": (BINS_DTYPE, (atoms,))}
-    with progress_bar(total=rows_todo, unit="step", unit_scale=True, desc="annotate") as bar:
-        for i in todo:
+    work = (_shards_on_ray(cfg, ds, todo, selected, gamma, afterstate,
+                           {kind: shapes[kind] for kind in files}) if cfg.ray
+            else ((i, None) for i in todo))
+    with progress_bar(total=rows_todo, unit="step", unit_scale=True, desc="annotate") as bar, \
+            contextlib.closing(work):
+        for i, computed in work:  # computed: a shard's outputs from a Ray actor, or None
             steps, entry = ds.shards[i], manifest["shards"][i]
             with contextlib.ExitStack() as files_of_shard:  # renamed into place on success
                 arrays = {kind: _open_output(files_of_shard, out / entry["names"][kind],
                                              shapes[kind][0], (len(steps), *shapes[kind][1]))
                           for kind in files}
-                for a in range(0, len(steps), cfg.batch):
+                for a in range(0, len(steps) if computed is None else 0, cfg.batch):
                     annotated += _annotate_rows(model, steps[a:a + cfg.batch], selected, gamma,
                                                 afterstate, {k: v[a:a + cfg.batch]
                                                              for k, v in arrays.items()})
                     bar.update(min(cfg.batch, len(steps) - a))
-                for arr in arrays.values():
+                for kind, arr in arrays.items():
+                    if computed is not None:
+                        arr[...] = computed[kind]
                     arr.flush()
                 entry["files"] = {kind: fingerprint(arr) for kind, arr in arrays.items()}
                 entry["annotated_rows"] = int((arrays["annotations"]["model_move"]
                                                != NOT_ANNOTATED).sum())
                 del arrays
+            if computed is not None:
+                annotated += entry["annotated_rows"]
+                bar.update(len(steps))
             _write(out / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
     manifest["seconds"] = time.perf_counter() - start
     manifest["rows_annotated_now"] = annotated
     return manifest
+
+
+# --- Ray (lab2048.scale): actors hold the model (its init's files are sent to them) and
+# annotate a whole shard per call, in the same batches as above; the driver writes the files
+class ShardAnnotator:
+    """A Ray actor: the model of an init (sent as its files) on `threads` torch threads."""
+
+    def __init__(self, init_files: dict[str, bytes], device: str, threads: int, batch: int):
+        from lab2048.scale import materialize
+
+        self.init = materialize(init_files)  # kept for the actor's life
+        self.model = LocalModel(str(self.init.name), device, threads, batch)
+        self.batch = batch
+
+    def shard(self, steps: np.ndarray, selected: np.ndarray | None, gamma: float | None,
+              afterstate: bool, layout: dict) -> dict[str, np.ndarray]:
+        arrays = {kind: np.zeros((len(steps), *tail), dtype)  # zeros: as a new .npy file
+                  for kind, (dtype, tail) in layout.items()}
+        for a in range(0, len(steps), self.batch):
+            _annotate_rows(self.model, steps[a:a + self.batch], selected, gamma, afterstate,
+                           {k: v[a:a + self.batch] for k, v in arrays.items()})
+        return arrays
+
+
+def _shards_on_ray(cfg: AnnotateConfig, ds: Dataset, todo: list[int], selected, gamma,
+                   afterstate: bool, layout: dict):
+    """(shard index, its outputs) as the cluster's actors finish them."""
+    if not todo:
+        return
+    from lab2048.scale import actor_map, cluster, fit_actors, read_files
+
+    with cluster(cfg.ray) as ray:
+        threads = cfg.threads or 1
+        actors = fit_actors(ray, len(todo), num_cpus=threads, num_gpus=cfg.ray_gpus)
+        device = "cuda" if cfg.ray_gpus > 0 else "cpu"  # Ray shows an actor its own GPUs
+        init = (read_files(cfg.init), device, threads, cfg.batch)
+        shards = ((np.asarray(ds.shards[i]), selected, gamma, afterstate, layout) for i in todo)
+        for position, arrays in actor_map(ray, ShardAnnotator, init, "shard", shards,
+                                          actors=actors, num_cpus=threads,
+                                          num_gpus=cfg.ray_gpus,
+                                          what=lambda p: f"shard {todo[p]}"):
+            yield todo[position], arrays
+# --- end Ray
 
 
 def _open_output(stack: contextlib.ExitStack, path: Path, dtype: np.dtype,

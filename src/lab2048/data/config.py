@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lab2048.scale import RAY_HELP
 from lab2048.teacher.config import TeacherConfig
 from lab2048.value_target import DEFAULT_EPSILON, DEFAULT_GAMMA
 
@@ -17,6 +18,7 @@ class GenerateConfig:
     workers: int = field(default=0, metadata={"help": "worker processes (0: all cores)"})
     shard_rows: int = field(default=1 << 20, metadata={"help": "rows per steps shard"})
     max_moves: int = field(default=0, metadata={"help": "moves per game at most (0: no limit)"})
+    ray: str = field(default="", metadata={"help": RAY_HELP, "metavar": "ADDRESS"})
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     def __post_init__(self) -> None:
@@ -51,6 +53,7 @@ class PackConfig:
         "help": "input format", "choices": PACK_FORMATS})
     workers: int = field(default=0, metadata={"help": "worker processes (0: all cores)"})
     shard_rows: int = field(default=1 << 20, metadata={"help": "rows per steps shard"})
+    ray: str = field(default="", metadata={"help": RAY_HELP, "metavar": "ADDRESS"})
 
     def __post_init__(self) -> None:
         if not (self.input and self.out):

@@ -215,13 +215,32 @@ def make_rows(*, run_id: int, seed: int, boards: np.ndarray, masks: np.ndarray,
 # Reading
 
 
-def _load_shard(path: Path) -> np.ndarray:
+def load_npy(path: Path, missing: str = "no such file") -> np.ndarray:
+    """A memory-mapped .npy file; a one-line UserError naming it if it is missing (`missing`
+    says what to tell), truncated or not an array file."""
     try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        return np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
+        raise UserError(f"{path}: {missing}") from None
     except (ValueError, OSError, EOFError) as e:
-        raise UserError(f"{path}: not a readable .npy shard (truncated or corrupt: {e})") from None
+        raise UserError(f"{path}: not a readable .npy file (truncated or corrupt: {e})") from None
+
+
+def check_keys(steps: np.ndarray, rows: np.ndarray, path: Path, chunk: int = 1 << 18) -> None:
+    """A one-line UserError naming `path` at the first row whose (run_id, step_index) is not
+    the steps' (a sidecar or annotation file aligned 1:1 with a steps shard)."""
+    for a in range(0, len(steps), chunk):
+        s, v = steps[a:a + chunk], rows[a:a + chunk]
+        bad = (s["run_id"] != v["run_id"]) | (s["step_index"] != v["step_index"])
+        if bad.any():
+            i = a + int(np.flatnonzero(bad)[0])
+            raise UserError(f"{path}: row {i} is run {int(rows['run_id'][i])} step "
+                            f"{int(rows['step_index'][i])}, the dataset has run "
+                            f"{int(steps['run_id'][i])} step {int(steps['step_index'][i])}")
+
+
+def _load_shard(path: Path) -> np.ndarray:
+    arr = load_npy(path)
     if not isinstance(arr, np.ndarray) or arr.ndim != 1:
         raise UserError(f"{path}: expected a 1-D array of step rows")
     if arr.dtype != STEP_DTYPE or arr.dtype.names != STEP_DTYPE.names:

@@ -16,10 +16,14 @@ Choices
 - --overwrite replaces only a dataset (a directory holding metadata.db, `io.claim_dir`),
   checked before any game is played; a full disk is one line, and the games staged so far stay
   for the next run.
+- With --ray ADDRESS the games are Ray tasks (`lab2048.scale`): each returns its arrays, and
+  the driver stages them as a local worker would, so resuming and the dataset's bytes are the
+  same for any cluster; --workers then caps the games in flight (0: twice the cluster's CPUs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -34,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from lab2048.data.config import GenerateConfig
-from lab2048.data.dataset import STEP_DTYPE, VALUATION_TYPES, DatasetWriter, Run, make_rows
+from lab2048.data.dataset import STEP_DTYPE, DatasetWriter, Run, make_rows
 from lab2048.data.workers import process_pool
 from lab2048.engine.conventions import EndReason
 from lab2048.errors import UserError
@@ -61,25 +65,35 @@ def _game_path(staging: Path, index: int) -> Path:
 def play_one(index: int, seed: int, teacher: TeacherConfig, max_moves: int,
              staging: Path) -> tuple[int, int]:
     """Worker: play game `index`, save it atomically; return (index, moves)."""
+    return index, stage_game(staging, index, play_arrays(index, seed, teacher, max_moves))
+
+
+def play_arrays(index: int, seed: int, teacher: TeacherConfig, max_moves: int) -> dict:
+    """Play game `index` (seeded `seed`): what its staged file holds, as arrays."""
     from lab2048.teacher import play_game
 
     game = play_game(seed, teacher, max_moves=max_moves)
     rows = make_rows(run_id=index + 1, seed=seed, boards=game.boards, masks=game.masks,
                      moves=game.moves, ev_legal=game.ev_legal, max_rank=game.max_rank,
                      board_eval=game.board_eval, branch_evs=game.branch_evs,
-                     valuation_type=VALUATION_TYPES["search"])
+                     valuation_type=game.valuation)
     meta = np.array([seed, game.score, game.highest_tile, int(game.end_reason)], np.int64)
+    return {"rows": rows, "meta": meta, "seconds": np.float64(game.seconds),
+            "nodes": np.int64(game.nodes)}
+
+
+def stage_game(staging: Path, index: int, arrays: dict) -> int:
+    """Save a played game atomically in the staging directory; return its moves."""
     path = _game_path(staging, index)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with disk_errors(staging, f"game {index}"), open(tmp, "wb") as f:
-            np.savez(f, rows=rows, meta=meta, seconds=np.float64(game.seconds),
-                     nodes=np.int64(game.nodes))
+            np.savez(f, **arrays)
             f.flush()
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return index, len(rows)
+    return len(arrays["rows"])
 
 
 def _load_game(staging: Path, index: int) -> tuple[np.ndarray, np.ndarray, float, int] | None:
@@ -140,7 +154,14 @@ def generate(cfg: GenerateConfig, overwrite: bool = False, progress: bool = True
         print(f"resuming: {len(done)} of {cfg.games} games already played", file=sys.stderr)
     with progress_bar(progress, total=cfg.games, initial=len(done), unit="game",
                       desc="generate") as bar:
-        if todo:
+        if todo and cfg.ray:  # --- Ray
+            with contextlib.closing(_played_on_ray(cfg, todo, staging)) as finished:
+                for n in finished:
+                    moves += n
+                    bar.update(1)
+                    rate = moves / (time.perf_counter() - start)
+                    bar.set_postfix(moves_per_s=f"{rate:,.0f}", refresh=False)
+        elif todo:
             with process_pool(workers) as pool:
                 pending = set()
                 queue = iter(todo)
@@ -163,6 +184,19 @@ def generate(cfg: GenerateConfig, overwrite: bool = False, progress: bool = True
                                                     cfg.teacher, cfg.max_moves, staging))
     return _assemble(cfg, out, staging, overwrite, played=len(todo),
                      seconds=time.perf_counter() - start, moves_played=moves)
+
+
+# --- Ray (lab2048.scale): each game is a task; the driver stages what comes back, as above
+def _played_on_ray(cfg: GenerateConfig, todo: list[int], staging: Path):
+    """Each finished game's moves, as the cluster's tasks finish."""
+    from lab2048.scale import cluster, task_map
+
+    with cluster(cfg.ray) as ray:
+        games = [(i, cfg.seed + i, cfg.teacher, cfg.max_moves) for i in todo]
+        for position, arrays in task_map(ray, play_arrays, games, in_flight=cfg.workers,
+                                         what=lambda p: f"game {todo[p]}"):
+            yield stage_game(staging, todo[position], arrays)
+# --- end Ray
 
 
 def _assemble(cfg: GenerateConfig, out: Path, staging: Path, overwrite: bool, played: int,

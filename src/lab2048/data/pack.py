@@ -38,6 +38,8 @@ Choices
   move's source; every printed score must agree with the replay and the final board must have
   no legal move (`replay().agrees`).
 - board_eval is the teacher's static evaluation (`lab2048.teacher.board_evals`).
+- With --ray ADDRESS each game is a Ray task (`lab2048.scale`) fed the bytes of its files, in
+  the same window and order, so the dataset is the same bytes as a local pack.
 """
 
 from __future__ import annotations
@@ -117,21 +119,23 @@ class _Skip(Exception):
 
 def pack(input: Path, out: Path, *, fmt: str = "macroxue-jsonl", workers: int = 0,
          shard_rows: int = DEFAULT_SHARD_ROWS, overwrite: bool = False,
-         progress: bool = True) -> PackReport:
-    """Pack the games under `input` into the dataset directory `out`."""
+         progress: bool = True, ray: str = "") -> PackReport:
+    """Pack the games under `input` into the dataset directory `out` (on the Ray cluster at
+    `ray` when given, else in `workers` local processes)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown input format {fmt!r} (expected {' or '.join(FORMATS)})")
     if workers < 0:
         raise UserError(f"workers must be 0 (all cores) or more, got {workers}")
     input, out = Path(input), Path(out)
     games = _game_files(input, fmt)
-    workers = min(workers or os.cpu_count() or 1, len(games))
+    in_flight, workers = workers, min(workers or os.cpu_count() or 1, len(games))
     report = PackReport(games=0, steps=0, skipped=[], out=out)
     start = time.perf_counter()
     session = {"source": fmt, "input": input.resolve().name}
     with DatasetWriter(out, session=session, overwrite=overwrite, shard_rows=shard_rows,
                        valuation_types=VALUATION_TYPES, inputs=(input,)) as writer, \
-            contextlib.closing(_results(fmt, games, workers)) as results, \
+            contextlib.closing(_results_on_ray(fmt, games, ray, in_flight) if ray
+                               else _results(fmt, games, workers)) as results, \
             progress_bar(progress, total=len(games), unit="game", desc="pack") as bar:
         for path, result in zip(games, results, strict=True):
             if isinstance(result, str):
@@ -202,6 +206,48 @@ def _results(fmt: str, paths: list[Path], workers: int) -> Iterator[_Packed | st
             yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --- Ray (lab2048.scale): one task per game; the driver reads the files and sends their bytes,
+# so the nodes need no shared filesystem; results come back in file order as above
+def _results_on_ray(fmt: str, paths: list[Path], address: str,
+                    in_flight: int) -> Iterator[_Packed | str]:
+    from lab2048.scale import cluster, task_map
+
+    def shipped():
+        for path in paths:
+            names = ([path.name, path.name.removesuffix(_LOG) + _META]
+                     if fmt == "macroxue-jsonl" else [path.name])
+            files = {}
+            for name in names:
+                try:
+                    files[name] = (path.parent / name).read_bytes()
+                except FileNotFoundError:
+                    pass  # the worker reports it as the local path does
+                except OSError as e:
+                    files[name] = OSError(e.errno, e.strerror)
+            yield fmt, path.name, files
+
+    with cluster(address) as ray:
+        for _, result in task_map(ray, _pack_shipped, shipped(), ordered=True, in_flight=in_flight,
+                                  what=lambda i: str(paths[i])):
+            if isinstance(result, _Packed):  # rows from Ray's object store are read-only
+                result = replace(result, rows=result.rows.copy())
+            yield result
+
+
+def _pack_shipped(fmt: str, name: str, files: dict[str, bytes | OSError]) -> _Packed | str:
+    """Ray task: _pack_one on the game's files, written to a temporary directory."""
+    import tempfile
+
+    for other, data in files.items():
+        if isinstance(data, OSError):
+            return f"{other}: cannot read ({data.strerror})"
+    with tempfile.TemporaryDirectory(prefix="lab2048-pack-") as tmp:
+        for other, data in files.items():
+            (Path(tmp) / other).write_bytes(data)
+        return _pack_one(fmt, Path(tmp) / name)
+# --- end Ray
 
 
 def _pack_one(fmt: str, path: Path) -> _Packed | str:

@@ -61,13 +61,13 @@ from lab2048.data.check import (
     refuse_problems,
     runs_table_problems,
 )
-from lab2048.data.dataset import STEP_DTYPE, Dataset
+from lab2048.data.dataset import STEP_DTYPE, Dataset, check_keys, load_npy
 from lab2048.data.fingerprint import Hash, fingerprint, hash_piece, json_sha256
 from lab2048.data.returns import discounted_returns, lambda_returns, n_step_returns
 from lab2048.engine import kernels as K
 from lab2048.errors import UserError
 from lab2048.io import disk_errors, progress_bar, read_json, temp_dir_beside
-from lab2048.value_target import DEFAULT_EPSILON, DEFAULT_GAMMA
+from lab2048.value_target import DEFAULT_EPSILON, DEFAULT_GAMMA, ValueTarget
 from lab2048.value_transform import h_scalar
 
 FORMAT_VERSION = 3  # 3: kind, n, lam, bootstrap and a checksum of values.json
@@ -88,18 +88,14 @@ class SidecarConfig:
     lam: float = 0.0  # lambda: TD(λ)'s λ
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.gamma <= 1.0:
-            raise UserError(f"gamma must be in [0, 1], got {self.gamma}")
-        if not (np.isfinite(self.reward_scale) and self.reward_scale > 0):
-            raise UserError(f"reward scale must be a positive number, got {self.reward_scale}")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise UserError(f"epsilon must be in [0, 1], got {self.epsilon}")
+        """The checks of a value target's definition (value_target.ValueTarget), one line."""
         if self.kind not in KINDS:
             raise UserError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        if self.kind == "n_step" and self.n < 1:
-            raise UserError(f"--n-step must be at least 1, got {self.n}")
-        if self.kind == "lambda" and not 0.0 <= self.lam <= 1.0:
-            raise UserError(f"--lambda must be in [0, 1], got {self.lam}")
+        try:
+            ValueTarget(gamma=self.gamma, reward_scale=self.reward_scale, epsilon=self.epsilon,
+                        kind=self.kind, n=self.n, lam=self.lam)
+        except ValueError as e:
+            raise UserError(str(e)) from None
 
     @property
     def bootstrapped(self) -> bool:
@@ -530,25 +526,13 @@ def open_sidecar(dataset: Path | Dataset, sidecar: Path | None = None,
         if fingerprints and fingerprint(steps) != entry["steps_fingerprint"]:
             raise UserError(f"{steps_path}: changed since the sidecar was made (fingerprint "
                             "differs); rebuild it with `lab2048 value-sidecar --overwrite`")
-        try:
-            arr = np.load(vpath, mmap_mode="r", allow_pickle=False)
-        except FileNotFoundError:
-            raise UserError(f"{vpath}: no such file") from None
-        except (ValueError, OSError, EOFError) as e:
-            raise UserError(f"{vpath}: not a readable .npy shard ({e})") from None
+        arr = load_npy(vpath)
         if arr.dtype != VALUES_DTYPE or arr.shape != (len(steps),):
             raise UserError(f"{vpath}: expected {len(steps)} rows of {VALUES_DTYPE}, got "
                             f"{arr.shape} of {arr.dtype}")
         if fingerprints and fingerprint(arr) != entry["values_fingerprint"]:
             raise UserError(f"{vpath}: does not match values.json (fingerprint differs)")
-        for a in range(0, len(steps), CHUNK_ROWS):
-            s, v = steps[a:a + CHUNK_ROWS], arr[a:a + CHUNK_ROWS]
-            bad = (s["run_id"] != v["run_id"]) | (s["step_index"] != v["step_index"])
-            if bad.any():
-                i = a + int(np.flatnonzero(bad)[0])
-                raise UserError(f"{vpath}: row {i} is run {int(arr['run_id'][i])} step "
-                                f"{int(arr['step_index'][i])}, the dataset has run "
-                                f"{int(steps['run_id'][i])} step {int(steps['step_index'][i])}")
+        check_keys(steps, arr, vpath, CHUNK_ROWS)
         values.append(arr)
     return meta, values
 

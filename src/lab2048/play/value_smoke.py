@@ -9,7 +9,9 @@ the realised discounted return of the same rollout afterwards, backwards in floa
 and reports, in points: MAE |V - G|, Pearson correlation, explained variance
 1 - Var(G - V) / Var(G), over all steps and over the steps whose return is complete (the game
 ended within the rollout, or the discounted weight gamma^(moves left) of what a truncated
-rollout misses is below 1%). Writes value-smoke.json, steps.csv and value-smoke.png
+rollout misses is below 1%). γ is the value head's own (its init's value-target.json, or the
+server's Describe); --gamma serves inits that record none, and one that contradicts the record
+is refused. Writes value-smoke.json, steps.csv and value-smoke.png
 (predicted and realised along a few rollouts, and predicted against realised for all steps).
 """
 
@@ -21,25 +23,47 @@ from pathlib import Path
 
 import numpy as np
 
+from lab2048.data.returns import discounted_returns
+from lab2048.engine.arrays import legal_bools
+from lab2048.engine.batch import to_exponents
 from lab2048.engine.conventions import EndReason
-from lab2048.errors import UserError
 from lab2048.io import atomic_path, claim_outputs, write_json, write_text
 from lab2048.play.config import ValueSmokeConfig
-from lab2048.play.model_agent import open_predictor, play_model_games
+from lab2048.play.games import play_lockstep
+from lab2048.play.predictor import open_predictor, value_definition
 
 OUTPUT_FILES = ("value-smoke.json", "steps.csv", "value-smoke.png")
 TAIL_WEIGHT = 0.01  # a truncated return counts as complete when gamma^(moves left) < this
 
 
-def discounted_returns(rewards: np.ndarray, lengths: np.ndarray, gamma: float) -> np.ndarray:
-    """G_t per game [G, T] (NaN past a game's length), from rewards [G, T]."""
+def rollout_returns(rewards: np.ndarray, lengths: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t per rollout [G, T] (NaN past a rollout's length) from rewards [G, T]: each rollout's
+    `data.returns.discounted_returns`, G_T = 0 after its last move."""
     out = np.full(rewards.shape, np.nan)
     for g, n in enumerate(lengths):
-        acc = 0.0
-        for t in range(int(n) - 1, -1, -1):
-            acc = float(rewards[g, t]) + gamma * acc
-            out[g, t] = acc
+        out[g, :n] = discounted_returns(np.ascontiguousarray(rewards[g, :n]), gamma, 0.0)
     return out
+
+
+class _PolicyWithValues:
+    """The policy (masked argmax), keeping the value of every board before its move."""
+
+    name = "policy"
+
+    def __init__(self, predictor, games: int, moves: int):
+        self.predictor, self.boards_evaluated = predictor, 0
+        self.values = np.full((games, moves), np.nan)  # V(s_t) per game and step
+        self.rewards = np.zeros((games, moves))  # r_t
+        self._steps = self._values = None
+
+    def choose(self, boards, masks, legal, seeds, move_numbers):
+        probs, self._values = self.predictor.policy_and_values(to_exponents(boards, masks), legal)
+        self._steps = move_numbers.copy()
+        return np.argmax(np.where(legal_bools(legal), probs, -1.0), 1)
+
+    def record(self, idx, moves, rewards) -> None:
+        self.values[idx, self._steps] = self._values
+        self.rewards[idx, self._steps] = rewards
 
 
 def metrics(pred: np.ndarray, real: np.ndarray) -> dict:
@@ -60,19 +84,20 @@ def run(cfg: ValueSmokeConfig, overwrite: bool = False) -> dict:
     if out is not None:
         claim_outputs([out / name for name in OUTPUT_FILES], overwrite)
     seeds = np.arange(cfg.games, dtype=np.uint64) + np.uint64(cfg.seed)
-    with open_predictor(cfg.init, cfg.server, cfg.device, cfg.threads) as predict:
-        if not predict.has_value:
-            raise UserError(f"{cfg.server or cfg.init}: the model has no value head")
-        res, traj = play_model_games(predict, seeds, cfg.moves, with_value=True,
-                                     agent="model")
+    with open_predictor(cfg.init, cfg.server, cfg.device, cfg.threads) as predictor:
+        predictor.require_value()
+        gamma, _ = value_definition(predictor, cfg.gamma or None)
+        agent = _PolicyWithValues(predictor, cfg.games, cfg.moves)
+        res = play_lockstep(agent, seeds, cfg.moves, on_ply=agent.record)
+    traj = agent
     lengths = res.moves
-    returns = discounted_returns(traj.rewards, lengths, cfg.gamma)
+    returns = rollout_returns(traj.rewards, lengths, gamma)
     steps = np.arange(cfg.moves)[None, :]
     played = steps < lengths[:, None]
     ended = np.isin(res.ends, (int(EndReason.NO_MOVES), int(EndReason.TILE_LIMIT)))
-    complete = played & (ended[:, None] | (cfg.gamma ** (lengths[:, None] - steps) < TAIL_WEIGHT))
+    complete = played & (ended[:, None] | (gamma ** (lengths[:, None] - steps) < TAIL_WEIGHT))
     summary = {
-        "games": cfg.games, "gamma": cfg.gamma, "moves_per_rollout": cfg.moves,
+        "games": cfg.games, "gamma": gamma, "moves_per_rollout": cfg.moves,
         "rollout_moves": int(lengths.sum()), "games_ended": int(ended.sum()),
         "mean_score": float(res.scores.mean()),
         "all_steps": metrics(traj.values[played], returns[played]),
@@ -82,7 +107,7 @@ def run(cfg: ValueSmokeConfig, overwrite: bool = False) -> dict:
     if out is not None:
         write_json(out / "value-smoke.json", {"config": vars(cfg), **summary})
         write_text(out / "steps.csv", _steps_csv(seeds, lengths, traj, returns, complete))
-        plot(traj.values, returns, lengths, complete, out / "value-smoke.png", cfg.gamma)
+        plot(traj.values, returns, lengths, complete, out / "value-smoke.png", gamma)
         print(f"wrote {out}/{{{','.join(OUTPUT_FILES)}}}")
     return summary
 

@@ -7,6 +7,13 @@ a board with many distinct tiles (a hard board, late in a game) is searched deep
     plies = min(max_depth, max(depth, distinct_tiles − depth_offset))
 
 where distinct_tiles counts the different non-empty exponents on the board.
+
+`evaluation="corner"` switches to the corner evaluation and its pruned search (`corner.py`):
+there `depth` D means D + 1 layers of moves with D layers of spawns between them, and
+`adaptive`, `max_depth` and `depth_offset` are not used. `table_rank` > 0 adds the formation
+table of that rank (`tables.py`, built by `lab2048 teacher build-tables`), read from
+`tables_dir` (empty: the user cache directory). `PRESETS` names the measured settings;
+`TeacherConfig.preset(name)` builds one.
 """
 
 from __future__ import annotations
@@ -14,6 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MAX_PLIES = 15  # the transposition table stores a depth in 4 bits
+EVALUATIONS = ("lines", "corner")
+MIN_TABLE_RANK, MAX_TABLE_RANK = 3, 7  # tables.py: rank 6 has 222 M entries, 7 has 1.3 G
+PRESETS = {
+    "default": {},
+    "strong": {"evaluation": "corner", "depth": 3, "adaptive": False, "max_depth": 3,
+               "prob_cutoff": 1 / 128, "tt_bits": 22, "table_rank": 6},
+}
 
 
 @dataclass
@@ -30,6 +44,12 @@ class TeacherConfig:
         "help": "chance branches less likely than this are scored statically"})
     tt_bits: int = field(default=20, metadata={
         "help": "transposition table of 2^tt_bits entries of 16 bytes"})
+    evaluation: str = field(default="lines", metadata={
+        "help": "static evaluation: lines (symmetric) or corner (the strong preset's)"})
+    table_rank: int = field(default=0, metadata={
+        "help": "formation table rank (0: none; see lab2048 teacher build-tables)"})
+    tables_dir: str = field(default="", metadata={
+        "help": "directory of the formation tables (empty: the user cache directory)"})
 
     def __post_init__(self) -> None:
         if not 1 <= self.depth <= MAX_PLIES:
@@ -41,9 +61,38 @@ class TeacherConfig:
             raise ValueError(f"prob_cutoff must be in [0, 1), got {self.prob_cutoff}")
         if not 10 <= self.tt_bits <= 28:
             raise ValueError(f"tt_bits must be in 10..28, got {self.tt_bits}")
+        if self.evaluation not in EVALUATIONS:
+            raise ValueError(f"evaluation must be one of {', '.join(EVALUATIONS)}, "
+                             f"got {self.evaluation!r}")
+        if self.table_rank and not MIN_TABLE_RANK <= self.table_rank <= MAX_TABLE_RANK:
+            raise ValueError(f"table_rank must be 0 or in {MIN_TABLE_RANK}..{MAX_TABLE_RANK}, "
+                             f"got {self.table_rank}")
+
+    @classmethod
+    def preset(cls, name: str, **changes) -> TeacherConfig:
+        """The named setting of PRESETS, with any field changed by keyword."""
+        if name not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {name!r}")
+        return cls(**{**PRESETS[name], **changes})
 
     def plies(self, distinct_tiles: int) -> int:
         """The search depth of a board with this many distinct tiles (the rule above)."""
         if not self.adaptive:
             return self.depth
         return min(self.max_depth, max(self.depth, distinct_tiles - self.depth_offset))
+
+
+@dataclass
+class BuildTablesConfig:
+    """Compute the formation tables the strong teacher looks moves up in (exhaustive
+    expectimax; docs/teacher.md gives time, memory and disk). Shows progress; a killed build
+    resumes when run again; an existing complete file is checked and kept."""
+
+    out: str = field(default="", metadata={
+        "help": "table directory (default: $XDG_CACHE_HOME/lab2048/teacher-tables)",
+        "metavar": "DIR"})
+    rank: int = field(default=PRESETS["strong"]["table_rank"], metadata={
+        "help": "largest rank R: the file holds ranks 3..R; rank r builds a 2^(r+1) tile in "
+                "its target cell",
+        "choices": list(range(MIN_TABLE_RANK, MAX_TABLE_RANK + 1))})
+    quiet: bool = field(default=False, metadata={"help": "no progress bar"})

@@ -108,20 +108,21 @@ LINE_TABLE = build_line_table()
 
 
 @_jit
-def heuristic(b):
-    """Σ over the 4 rows and the 4 columns of LINE_TABLE[line] (float64), with no game-over test."""
+def line_sum(table, b):
+    """Σ over the 4 rows (left to right) and the 4 columns (top to bottom) of table[line]
+    (float64), the line as its 16 bits: how every line-table evaluation scores a board."""
     t = K.transpose(b)
     mask = U64(0xFFFF)
-    return (
-        np.float64(LINE_TABLE[(b >> U64(48)) & mask])
-        + np.float64(LINE_TABLE[(b >> U64(32)) & mask])
-        + np.float64(LINE_TABLE[(b >> U64(16)) & mask])
-        + np.float64(LINE_TABLE[b & mask])
-        + np.float64(LINE_TABLE[(t >> U64(48)) & mask])
-        + np.float64(LINE_TABLE[(t >> U64(32)) & mask])
-        + np.float64(LINE_TABLE[(t >> U64(16)) & mask])
-        + np.float64(LINE_TABLE[t & mask])
-    )
+    total = 0.0
+    for shift in (U64(48), U64(32), U64(16), U64(0)):
+        total += np.float64(table[(b >> shift) & mask]) + np.float64(table[(t >> shift) & mask])
+    return total
+
+
+@_jit
+def heuristic(b):
+    """Σ over the 4 rows and the 4 columns of LINE_TABLE[line] (float64), with no game-over test."""
+    return line_sum(LINE_TABLE, b)
 
 
 @_jit

@@ -34,6 +34,13 @@ Choices
   moves (argmax of the stored float32 values, so the row is self-consistent); ev_legal the
   engine's legal mask; board_eval the static value of the board before the move.
 - Rewards are not part of V: the heuristic ranks board shapes; the score is a by-product.
+- One decision rule for every board (`decide`), used by the game loop and `search_boards`:
+  the formation table's move where it applies (`tables.formation_values`; valuation
+  "tuple11", branch_evs the per-move success probabilities), else the search of the
+  configured evaluation ("lines" above, or "corner": `corner.corner_root`, whose V has its own
+  units); valuation "search". board_eval is the configured evaluation's static value.
+- The game ends by the engine's one rule (`kernels.end_reason`): no legal move, the 2^17
+  limit (the move is not applied and gets no row), or max_moves (0: no limit).
 """
 
 from __future__ import annotations
@@ -45,8 +52,10 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from lab2048.data.dataset import VALUATION_TYPES
+from lab2048.engine import conventions as C
 from lab2048.engine import kernels as K
-from lab2048.engine.conventions import EndReason
+from lab2048.teacher import corner, tables
 from lab2048.teacher.config import TeacherConfig
 from lab2048.teacher.heuristic import (
     LOST_VALUE,
@@ -55,6 +64,7 @@ from lab2048.teacher.heuristic import (
     is_dead,
     spawn_heuristic,
 )
+from lab2048.teacher.tables import formation_values
 
 __all__ = ["TT_DTYPE", "TeacherConfig", "TeacherGame", "new_table", "play_game", "search",
            "search_boards"]
@@ -63,9 +73,8 @@ U64 = np.uint64
 TT_DTYPE = np.dtype([("board", np.uint64), ("value", np.float32), ("tag", np.uint32)])
 HASH_MUL = U64(0x9E3779B97F4A7C15)
 EPOCH_LIMIT = 1 << 27  # epochs wrap (with a table clear) before epoch * 16 overflows u32
-_ONGOING = int(EndReason.ONGOING)
-_MAX_MOVES = int(EndReason.MAX_MOVES)
-_TILE_LIMIT = int(EndReason.TILE_LIMIT)
+SEARCH = np.uint8(VALUATION_TYPES["search"])
+TUPLE11 = np.uint8(VALUATION_TYPES[tables.FORMATION])
 
 _jit = njit(cache=True, nogil=True)
 
@@ -78,16 +87,23 @@ def new_table(cfg: TeacherConfig) -> np.ndarray:
 _local = threading.local()
 
 
-def _table(cfg: TeacherConfig) -> tuple[np.ndarray, np.ndarray]:
-    """This thread's table of 2^tt_bits entries and its last epoch (int64[1]), kept between
-    calls: a fresh table costs page faults that would dominate short depth-1 games, and the
-    epochs already hide what earlier searches left in it."""
+def _table(cfg: TeacherConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """This thread's transposition tables (of the lines search and of the corner search, the
+    one not in use with 2^10 entries), and its last epoch (int64[1]), kept between calls: a
+    fresh table costs page faults that would dominate short depth-1 games, and the epochs
+    already hide what earlier searches left in it."""
     tables = getattr(_local, "tables", None)
     if tables is None:
         tables = _local.tables = {}
-    if cfg.tt_bits not in tables:
-        tables[cfg.tt_bits] = (new_table(cfg), np.zeros(1, np.int64))
-    return tables[cfg.tt_bits]
+    key = (cfg.evaluation, cfg.tt_bits)
+    if key not in tables:
+        size = 1 << cfg.tt_bits
+        lines = size if cfg.evaluation == "lines" else 1 << 10
+        tables[key] = (np.zeros(lines, TT_DTYPE),
+                       np.zeros(size if cfg.evaluation == "corner" else 1 << 10,
+                                corner.TT_DTYPE),
+                       np.zeros(1, np.int64))
+    return tables[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,36 +222,79 @@ def choose(values, legal, evs):
 
 
 @_jit
-def _next_epoch(epoch, tt):
-    """epoch + 1, clearing the table when the tags would overflow."""
+def _next_epoch(epoch, tt, ctt):
+    """epoch + 1, clearing the tables when the tags would overflow."""
     epoch += 1
     if epoch >= EPOCH_LIMIT:
         for i in range(len(tt)):
             tt[i].tag = np.uint32(0)
+        for i in range(len(ctt)):
+            ctt[i].tag = np.uint32(0)
         epoch = 1
     return epoch
 
 
 @_jit
-def _search_boards(boards, masks, depth, max_depth, adaptive, depth_offset, cutoff, tt, last,
-                   move_xor, line_reward, values, evs, moves, legal, plies, nodes):
+def decide(b, m, plies, use_corner, cutoff, epoch, tt, ctt, frank, fshapes, foffsets, ftable,
+           move_xor, line_reward, stats, values, evs):
+    """One board's move: the formation table's when it applies (valuation TUPLE11), else the
+    search's (SEARCH), lines or corner. Values into values, branch_evs into evs; returns
+    (legal mask, move_dir, valuation)."""
+    if frank > 0 and formation_values(b, m, frank, fshapes, foffsets, ftable, move_xor,
+                                      line_reward, values):
+        legal = K.legal_mask(b, m, move_xor, line_reward)
+        best = -1
+        for d in range(4):
+            evs[d] = np.float32(values[d]) if (legal >> d) & 1 else np.float32(0.0)
+            if (legal >> d) & 1 and (best < 0 or evs[d] > evs[best]):
+                best = d
+        return legal, best, TUPLE11
+    if use_corner:
+        legal = corner.corner_root(b, m, plies, cutoff, epoch, ctt, move_xor, line_reward,
+                                   stats, values)
+    else:
+        legal = search_root(b, m, plies, cutoff, epoch, tt, move_xor, line_reward, stats,
+                            values)
+    return legal, choose(values, legal, evs), SEARCH
+
+
+@_jit
+def static_value(b, m, use_corner):
+    """The board_eval column: the evaluation in use (LOST_VALUE or corner's), rounded."""
+    value = corner.corner_eval(b) if use_corner else board_eval(b, m)
+    return np.int32(np.floor(value + 0.5))
+
+
+@_jit
+def _search_boards(boards, masks, depth, max_depth, adaptive, depth_offset, cutoff, use_corner,
+                   frank, fshapes, foffsets, ftable, tt, ctt, last, move_xor, line_reward,
+                   values, evs, moves, legal, plies, nodes, valuation):
     """Root search of each board with its own epoch; raw values, outputs and node counts."""
     stats = np.zeros(1, np.int64)
     epoch = last[0]
     for i in range(len(boards)):
-        epoch = _next_epoch(epoch, tt)
+        epoch = _next_epoch(epoch, tt, ctt)
         b, m = boards[i], np.int64(masks[i])
-        plies[i] = plies_for(b, m, depth, max_depth, adaptive, depth_offset)
+        plies[i] = depth if use_corner else plies_for(b, m, depth, max_depth, adaptive,
+                                                      depth_offset)
         stats[0] = 0
-        legal[i] = search_root(b, m, plies[i], cutoff, epoch, tt, move_xor, line_reward,
-                               stats, values[i])
-        moves[i] = choose(values[i], legal[i], evs[i])
+        legal[i], moves[i], valuation[i] = decide(b, m, plies[i], use_corner, cutoff, epoch,
+                                                  tt, ctt, frank, fshapes, foffsets,
+                                                  ftable, move_xor,
+                                                  line_reward, stats, values[i], evs[i])
         nodes[i] = stats[0]
     last[0] = epoch
 
 
+_NO_TABLE = np.zeros(0, np.uint16)
+
+
 def _settings(cfg: TeacherConfig):
-    return cfg.depth, cfg.max_depth, cfg.adaptive, cfg.depth_offset, float(cfg.prob_cutoff)
+    """The compiled functions' settings arguments, the formation table loaded if used."""
+    shapes, offsets, _ = tables.layout(cfg.table_rank)
+    ftable = tables.load(cfg.table_rank, cfg.tables_dir) if cfg.table_rank else _NO_TABLE
+    return (cfg.depth, cfg.max_depth, cfg.adaptive, cfg.depth_offset, float(cfg.prob_cutoff),
+            cfg.evaluation == "corner", cfg.table_rank, shapes, offsets, ftable)
 
 
 def search_boards(boards, masks, cfg: TeacherConfig) -> dict:
@@ -250,19 +309,19 @@ def search_boards(boards, masks, cfg: TeacherConfig) -> dict:
     n = len(boards)
     out = {"values": np.zeros((n, 4)), "branch_evs": np.zeros((n, 4), np.float32),
            "move_dir": np.zeros(n, np.int8), "ev_legal": np.zeros(n, np.uint8),
-           "plies": np.zeros(n, np.int8), "nodes": np.zeros(n, np.int64)}
+           "plies": np.zeros(n, np.int8), "nodes": np.zeros(n, np.int64),
+           "valuation": np.zeros(n, np.uint8)}
     _search_boards(boards, masks, *_settings(cfg), *_table(cfg),
                    *K.tables(), out["values"], out["branch_evs"], out["move_dir"],
-                   out["ev_legal"], out["plies"], out["nodes"])
+                   out["ev_legal"], out["plies"], out["nodes"], out["valuation"])
     return out
 
 
 def search(b, m, cfg: TeacherConfig) -> tuple[np.ndarray, int, int, int]:
     """(branch_evs f32[4], move_dir, ev_legal, board_eval) of one board (move_dir -1: no move)."""
     res = search_boards(np.array([b], np.uint64), np.array([m], np.uint16), cfg)
-    value = board_eval(U64(b), np.int64(m))
-    return (res["branch_evs"][0], int(res["move_dir"][0]), int(res["ev_legal"][0]),
-            int(np.floor(value + 0.5)))
+    value = static_value(U64(b), np.int64(m), cfg.evaluation == "corner")
+    return (res["branch_evs"][0], int(res["move_dir"][0]), int(res["ev_legal"][0]), int(value))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,8 +336,8 @@ def _grow(a, size):
 
 
 @_jit
-def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, tt, last, move_xor,
-          line_reward):
+def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, use_corner, frank,
+          fshapes, foffsets, ftable, tt, ctt, last, move_xor, line_reward):
     """One teacher game; rows describe the board before each move taken."""
     cap = 1024
     boards = np.zeros(cap, np.uint64)
@@ -288,6 +347,7 @@ def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, tt,
     evs = np.zeros((cap, 4), np.float32)
     evals = np.zeros(cap, np.int32)
     ranks = np.zeros(cap, np.uint8)
+    valuation = np.zeros(cap, np.uint8)
     values = np.zeros(4)
     stats = np.zeros(1, np.int64)
     b = K.new_board(seed)
@@ -296,32 +356,33 @@ def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, tt,
     score = 0
     n = 0
     epoch = last[0]
-    end = _ONGOING
-    legal = K.legal_mask(b, m, move_xor, line_reward)
-    while legal != 0 and (max_moves == 0 or n < max_moves):
+    end = K.end_reason(C.END_ONGOING, n, max_moves)  # a new board always has a legal move
+    while end == C.END_ONGOING:
         if n == cap:
             cap *= 2
             boards, masks, moves = _grow(boards, cap), _grow(masks, cap), _grow(moves, cap)
             legals, evs, evals = _grow(legals, cap), _grow(evs, cap), _grow(evals, cap)
-            ranks = _grow(ranks, cap)
-        epoch = _next_epoch(epoch, tt)
-        plies = plies_for(b, m, depth, max_depth, adaptive, depth_offset)
-        legals[n] = search_root(b, m, plies, cutoff, epoch, tt, move_xor, line_reward, stats,
-                                values)
-        d = choose(values, legals[n], evs[n])
+            ranks, valuation = _grow(ranks, cap), _grow(valuation, cap)
+        epoch = _next_epoch(epoch, tt, ctt)
+        plies = depth if use_corner else plies_for(b, m, depth, max_depth, adaptive,
+                                                   depth_offset)
+        legals[n], d, valuation[n] = decide(b, m, plies, use_corner, cutoff, epoch, tt, ctt,
+                                            frank, fshapes, foffsets, ftable, move_xor,
+                                            line_reward, stats, values, evs[n])
         boards[n], masks[n], moves[n] = b, m, d
-        evals[n] = np.int32(np.floor(board_eval(b, m) + 0.5))
+        evals[n] = static_value(b, m, use_corner)
         ranks[n] = K.highest_exponent(b, m)
-        b, m, reward, spawns, legal, end = K.step(b, m, d, seed, spawns, move_xor, line_reward)
-        if end == _TILE_LIMIT:  # the move is not applied: no row for it
+        b, m, reward, spawns, _, step_end = K.step(b, m, d, seed, spawns, move_xor,
+                                                   line_reward)
+        if step_end == C.END_TILE_LIMIT:  # the move is not applied: no row for it
+            end = step_end
             break
         score += reward
         n += 1
+        end = K.end_reason(step_end, n, max_moves)  # the engine's one game-end rule
     last[0] = epoch
-    if end == _ONGOING:
-        end = _MAX_MOVES
     return (boards[:n], masks[:n], moves[:n], legals[:n], evs[:n], evals[:n], ranks[:n],
-            score, K.highest_exponent(b, m), end, stats[0])
+            valuation[:n], score, K.highest_exponent(b, m), end, stats[0])
 
 
 @dataclass
@@ -335,11 +396,13 @@ class TeacherGame:
     branch_evs: np.ndarray  # float32 [N, 4], V(d) / 1000, 0.0 where illegal
     board_eval: np.ndarray  # int32 [N], static value, rounded
     max_rank: np.ndarray  # uint8 [N], largest exponent on the board
+    valuation: np.ndarray  # uint8 [N], valuation type id (VALUATION_TYPES: search, tuple11)
     seed: int
     score: int  # sum of the rewards of the moves taken
     highest_tile: int  # 2^(largest exponent) on the final board
     end_reason: int  # EndReason
     seconds: float  # wall time of the game
+    cpu_seconds: float  # this thread's CPU time for the game (the speed on a shared machine)
     nodes: int  # search nodes (see the module docstring)
 
 
@@ -350,11 +413,11 @@ def play_game(seed: int, cfg: TeacherConfig, max_moves: int = 0) -> TeacherGame:
     """
     if max_moves < 0:
         raise ValueError(f"max_moves must be >= 0, got {max_moves}")
-    tt, last = _table(cfg)
-    start = time.perf_counter()
-    (boards, masks, moves, legal, evs, evals, ranks, score, highest, end,
-     nodes) = _play(U64(seed), max_moves, *_settings(cfg), tt, last, *K.tables())
-    seconds = time.perf_counter() - start
+    settings = _settings(cfg)
+    start, cpu_start = time.perf_counter(), time.thread_time()
+    (boards, masks, moves, legal, evs, evals, ranks, valuation, score, highest, end,
+     nodes) = _play(U64(seed), max_moves, *settings, *_table(cfg), *K.tables())
+    seconds, cpu_seconds = time.perf_counter() - start, time.thread_time() - cpu_start
     return TeacherGame(boards.copy(), masks.copy(), moves.copy(), legal.copy(), evs.copy(),
-                       evals.copy(), ranks.copy(), int(seed), int(score), 1 << int(highest),
-                       int(end), seconds, int(nodes))
+                       evals.copy(), ranks.copy(), valuation.copy(), int(seed), int(score),
+                       1 << int(highest), int(end), seconds, cpu_seconds, int(nodes))

@@ -1,0 +1,260 @@
+"""The strong teacher: the corner evaluation and its search against plain Python written from the
+docstrings, formation tables (a rank-3 table, built in seconds) against their recurrence, the
+build's resume, refusals of missing or corrupt tables, the CLI, and games mixing both kinds of
+moves."""
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+
+from lab2048.cli import main
+from lab2048.engine import kernels
+from lab2048.errors import UserError
+from lab2048.teacher import TeacherConfig, play_game, search
+from lab2048.teacher import tables as T
+from lab2048.teacher.corner import TT_DTYPE, corner_eval, corner_line, corner_root
+
+MOVE_XOR, LINE_REWARD = kernels.tables()
+RANK = 3
+SHAPE = T.shape(RANK)
+CAPS = dict(zip(T.FREE_CELLS.tolist(), T.caps(RANK).tolist(), strict=True))
+
+
+def board_from(grid) -> np.uint64:
+    b = 0
+    for r in range(4):
+        for c in range(4):
+            v = grid[r][c]
+            b |= (v.bit_length() - 1 if v else 0) << (60 - 4 * (4 * r + c))
+    return np.uint64(b)
+
+
+def cells(b) -> list[int]:
+    return [(int(b) >> (60 - 4 * i)) & 15 for i in range(16)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The corner evaluation and search
+
+
+def py_corner_line(e) -> float:
+    w = [x * 2 ** x if x else 0 for x in e]
+    score = w[0]
+    for a, b in itertools.pairwise(w):
+        score += (a + b + (a if a == b else 0)) if a >= b else 12 * (a - b)
+    return score
+
+
+def py_corner_eval(b) -> float:
+    e = cells(b)
+    rows = [e[4 * r: 4 * r + 4] for r in range(4)]
+    cols = [e[c::4] for c in range(4)]
+    return sum(py_corner_line(x) for x in rows + cols)
+
+
+def test_corner_line_golden():
+    # 8 4 2 2: w = 24, 8, 2, 2 -> 24 + (24 + 8) + (8 + 2) + (2 + 2 + 2) = 72
+    assert corner_line(0x3211) == 72.0
+    # a smaller tile first: 2 8 . . -> 2 + 12 (2 - 24) + (24 + 0) + 0 = -238
+    assert corner_line(0x1300) == -238.0
+    assert corner_line(0) == 0.0
+
+
+def test_corner_eval_matches_python_and_transpose():
+    rng = random.Random(3)
+    for _ in range(200):
+        b = np.uint64(rng.getrandbits(64))
+        assert corner_eval(b) == py_corner_eval(b)
+        assert corner_eval(np.uint64(kernels.transpose(b))) == corner_eval(b)  # rows <-> cols
+
+
+def py_corner_values(b, depth, cutoff):
+    """V(d) of corner.py's docstring, written out plainly (no table)."""
+    top = max(cells(b))
+    weight = top * 2 ** top
+    pass_score = 2 * weight if py_corner_eval(b) >= 0 else -np.inf
+    lost = -max(2 ** 17, 2 * weight)
+
+    def tiles(a, k, q):
+        score = py_corner_eval(a)
+        if score < pass_score or k < 0 or q < cutoff:
+            return score
+        empty = [i for i, e in enumerate(cells(a)) if e == 0]
+        total = 0.0
+        for i in empty:
+            for tile, p in ((1, 0.9), (2, 0.1)):
+                c = np.uint64(int(a) | tile << (60 - 4 * i))
+                best = lost
+                for d in range(4):
+                    nb, _, _ = kernels.move(c, 0, d, MOVE_XOR, LINE_REWARD)
+                    if nb != c:
+                        best = max(best, tiles(nb, k - 1, q * p / len(empty)))
+                total += p * best
+        return total / len(empty)
+
+    out = {}
+    for d in range(4):
+        nb, _, _ = kernels.move(b, 0, d, MOVE_XOR, LINE_REWARD)
+        if nb != b:
+            out[d] = tiles(nb, depth - 1, 1.0)
+    return out
+
+
+@pytest.mark.parametrize("depth,cutoff", [(1, 0.0), (2, 1 / 64)])
+def test_corner_search_matches_plain_expectimax(depth, cutoff):
+    rng = random.Random(depth)
+    for _ in range(4):
+        grid = [[rng.choice([0, 0, 2, 4, 8, 16, 32, 256]) for _ in range(4)] for _ in range(4)]
+        b = board_from(grid)
+        expected = py_corner_values(b, depth, cutoff)
+        values = np.zeros(4)
+        tt = np.zeros(1 << 12, TT_DTYPE)
+        legal = corner_root(b, 0, depth, cutoff, 1, tt, MOVE_XOR, LINE_REWARD,
+                            np.zeros(1, np.int64), values)
+        assert legal == sum(1 << d for d in expected)
+        for d, v in expected.items():
+            assert values[d] == pytest.approx(v, rel=1e-5, abs=1e-2)  # the table holds f32
+
+
+# ---------------------------------------------------------------------------------------------
+# Formation tables
+
+
+@pytest.fixture(scope="module")
+def table_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tables")
+    T.build(RANK, out, progress=False)
+    return out
+
+
+def py_q(b, d, table):
+    """Q(b, d) of tables.py's docstring for a build board, read from the table."""
+    nb, _ = kernels.move_fast(b, d, MOVE_XOR, LINE_REWARD)
+    if nb == b:
+        return None
+    before, after = cells(b), cells(nb)
+    if any(before[i] != after[i] for i in T.LOCKED_CELLS):
+        return 0.0
+    if after[T.TARGET] == RANK + 1:
+        return 1.0
+    if any(after[i] > cap for i, cap in CAPS.items()):
+        return 0.0
+    empty = [int(i) for i in T.FREE_CELLS if after[i] == 0]
+    total = 0.0
+    for i in empty:
+        for tile, p in ((1, 0.9), (2, 0.1)):
+            child = np.uint64(int(nb) | tile << (60 - 4 * i))
+            total += p * table[T.index_of(child, SHAPE)] / T.SCALE
+    return total / len(empty)
+
+
+def test_table_satisfies_its_recurrence(table_dir):
+    table = T.load(RANK, table_dir)
+    assert len(table) == np.prod([c + 1 for c in CAPS.values()]) == T.entries(RANK)
+    assert not np.any(table == T.UNSET)
+    rng = random.Random(0)
+    for _ in range(300):
+        index = rng.randrange(len(table))
+        b = T.board_of(index, SHAPE)
+        assert T.index_of(b, SHAPE) == index
+        qs = [q for q in (py_q(b, d, table) for d in range(4)) if q is not None]
+        p = max(qs, default=0.0)
+        assert table[index] / T.SCALE == pytest.approx(p, abs=1e-4)
+
+
+def test_table_golden_positions(table_dir):
+    table = T.load(RANK, table_dir)
+    # target 8 with an 8 to its right: Left merges them into 16 in the target, the goal
+    b = board_from([[0] * 4, [0, 0, 8, 8], [0] * 4, [0] * 4])
+    assert table[T.index_of(b, SHAPE)] == T.SCALE
+    # the free region full of tiles that cannot merge: no move keeps the formation
+    grid = [[0, 0, 0, 2], [0, 0, 4, 8], [2, 4, 2, 4], [4, 2, 4, 2]]
+    assert table[T.index_of(board_from(grid), SHAPE)] == 0
+
+
+def test_file_of_a_rank_holds_the_smaller_ranks(table_dir, tmp_path):
+    T.build(RANK + 1, tmp_path, progress=False)
+    both = T.load(RANK + 1, tmp_path)
+    shapes, offsets, total = T.layout(RANK + 1)
+    assert np.array_equal(shapes[RANK], T.shape(RANK))
+    assert len(both) == total == T.entries(RANK + 1) + T.entries(RANK)
+    assert offsets[RANK + 1] == 0 and offsets[RANK] == T.entries(RANK + 1)
+    assert both[offsets[RANK]:].tobytes() == T.load(RANK, table_dir).tobytes()
+    # the rank used is one less than the smaller locked neighbour of the target, at most top
+    grid = [[4096, 2048, 64, 0], [512, 32, 0, 0], [0] * 4, [0] * 4]
+    assert T.table_rank(board_from(grid), RANK + 1) == 4
+    assert T.table_rank(board_from(grid), RANK) == RANK
+
+
+def test_killed_build_resumes_to_the_same_table(table_dir, tmp_path):
+    n = T.entries(RANK)
+    partial = T.table_path(tmp_path, RANK).with_name(f"{T.FORMATION}-r{RANK}.bin.partial")
+    work = np.full(n, T.UNSET, np.uint16)
+    T._build_range(0, n // 3, SHAPE, work, MOVE_XOR, LINE_REWARD)  # a third, then "killed"
+    assert 0 < np.count_nonzero(work != T.UNSET) < n
+    work.tofile(partial)
+    T.build(RANK, tmp_path, progress=False)
+    assert not partial.exists()
+    assert T.table_path(tmp_path, RANK).read_bytes() == T.table_path(table_dir, RANK).read_bytes()
+
+
+def test_missing_or_corrupt_tables_are_refused(table_dir, tmp_path):
+    with pytest.raises(UserError, match="lab2048 teacher build-tables --rank 3"):
+        T.load(RANK, tmp_path)
+    with pytest.raises(UserError, match="build-tables"):
+        play_game(1, TeacherConfig.preset("strong", table_rank=RANK, tables_dir=str(tmp_path)))
+    data = bytearray(T.table_path(table_dir, RANK).read_bytes())
+    data[T.HEADER.size + 1000] ^= 1
+    T.table_path(tmp_path, RANK).write_bytes(bytes(data))
+    with pytest.raises(UserError, match="checksum"):
+        T.load(RANK, tmp_path)
+    T.table_path(tmp_path, RANK).write_bytes(bytes(data[:5000]))
+    with pytest.raises(UserError, match="not a complete"):
+        T.load(RANK, tmp_path)
+
+
+def test_build_tables_command(table_dir, tmp_path, capsys):
+    assert main(["teacher", "build-tables", "--rank", "3", "--out", str(tmp_path), "--quiet"]) == 0
+    assert f"ranks 3..3, {T.entries(RANK):,} entries" in capsys.readouterr().out
+    assert T.table_path(tmp_path, RANK).read_bytes() == T.table_path(table_dir, RANK).read_bytes()
+    T.table_path(tmp_path, RANK).write_bytes(b"junk")
+    assert main(["teacher", "build-tables", "--rank", "3", "--out", str(tmp_path)]) == 2
+    assert "not a formation table" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Games
+
+
+def test_strong_game_mixes_table_and_search_moves(table_dir):
+    cfg = TeacherConfig.preset("strong", table_rank=RANK, tables_dir=str(table_dir))
+    g = play_game(5, cfg, max_moves=600)
+    assert set(np.unique(g.valuation)) == {0, 1}
+    table_rows = g.valuation == 1
+    legal = (g.ev_legal[:, None] >> np.arange(4)) & 1
+    assert np.all(g.branch_evs[table_rows] >= 0) and np.all(g.branch_evs[table_rows] <= 1)
+    assert np.all(g.branch_evs[table_rows].max(axis=1) >= T.MIN_PROB)
+    assert np.all(g.branch_evs[legal == 0] == 0)
+    picked = g.branch_evs[np.arange(len(g.moves)), g.moves]
+    assert np.all(picked == np.where(legal, g.branch_evs, -np.inf).max(axis=1))
+    for i in range(0, len(g.moves), 37):  # a row is the search of its board alone
+        evs, move, ev_legal, value = search(g.boards[i], g.masks[i], cfg)
+        assert np.array_equal(evs, g.branch_evs[i]) and move == g.moves[i]
+        assert ev_legal == g.ev_legal[i]
+        assert value == g.board_eval[i] == int(np.floor(corner_eval(g.boards[i]) + 0.5))
+    again = play_game(5, cfg, max_moves=600)
+    assert np.array_equal(again.moves, g.moves) and again.score == g.score
+
+
+def test_presets():
+    assert TeacherConfig.preset("default") == TeacherConfig()
+    strong = TeacherConfig.preset("strong", table_rank=4)
+    assert strong.evaluation == "corner" and strong.table_rank == 4
+    with pytest.raises(ValueError, match="preset"):
+        TeacherConfig.preset("weak")
+    with pytest.raises(ValueError, match="evaluation"):
+        TeacherConfig(evaluation="diagonal")
+    with pytest.raises(ValueError, match="table_rank"):
+        TeacherConfig(table_rank=9)
