@@ -114,8 +114,9 @@ def line_sum(table, b):
     t = K.transpose(b)
     mask = U64(0xFFFF)
     total = 0.0
-    for shift in (U64(48), U64(32), U64(16), U64(0)):
-        total += np.float64(table[(b >> shift) & mask]) + np.float64(table[(t >> shift) & mask])
+    for lines in (b, t):  # rows, then columns: a fixed order, so sums are reproducible
+        for shift in (U64(48), U64(32), U64(16), U64(0)):
+            total += np.float64(table[(lines >> shift) & mask])
     return total
 
 
