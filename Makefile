@@ -27,7 +27,7 @@ DEMO_SEED := 0
 demo: $(VENV)/.installed
 	$(BIN)/lab2048 play --init default --games 16 --seed $(DEMO_SEED) --out runs/demo/default-play --overwrite
 	$(BIN)/lab2048 value-smoke --init default --games 8 --out runs/demo/default-value-smoke --overwrite
-	$(BIN)/lab2048 evaluate --agents policy,greedy --init default --games $(DEMO_GAMES) --seed $(DEMO_SEED) --out runs/demo/evaluate --overwrite
+	$(BIN)/lab2048 evaluate --agents policy,value:depth=1,greedy --init default --games $(DEMO_GAMES) --seed $(DEMO_SEED) --out runs/demo/evaluate --overwrite
 	$(BIN)/lab2048 check
 	$(BIN)/lab2048 value-sidecar --output runs/demo/default-values --overwrite
 	$(BIN)/lab2048 train --config configs/train/demo.toml --overwrite
@@ -36,21 +36,19 @@ demo: $(VENV)/.installed
 	$(BIN)/lab2048 generate --config configs/demo-generate.toml --overwrite
 	$(BIN)/lab2048 check runs/demo/teacher
 
-# rebuilds the model shipped in the package from macroxue/2048-ai `-v` logs (README, "The
-# shipped model"): pack them, build their value sidecar, train with
-# configs/train/default-model.toml, evaluate on the demo seeds, publish into
+# rebuilds the model shipped in the package (README, "The shipped model"): 300 games of the
+# project's teacher (configs/default-model-data.toml), their value sidecar, training with
+# configs/train/default-model.toml, an evaluation on the demo seeds, and publishing into
 # src/lab2048/model/default. Publishing refuses to replace the shipped model unless
 # OVERWRITE=1; the intermediate outputs under runs/default-model are replaced. TRAIN_ARGS adds
-# `--set` items to the training (a longer run where there is time: the shipped init records
-# the settings it was trained with in training-config.json).
-#   make default-model LOGS=DIR [OVERWRITE=1] [TRAIN_ARGS="--set train.steps=20000 ..."]
+# `--set` items to the training (the shipped init records the settings in training-config.json).
+#   make default-model [OVERWRITE=1] [TRAIN_ARGS="--set train.steps=12000 ..."]
 DEFAULT_MODEL := runs/default-model
 default-model: $(VENV)/.installed
-	@test -n "$(LOGS)" || { echo "usage: make default-model LOGS=DIR (macroxue/2048-ai -v logs)"; exit 2; }
-	$(BIN)/lab2048 pack --format macroxue-text --input $(LOGS) --out $(DEFAULT_MODEL)/dataset --overwrite
+	$(BIN)/lab2048 generate --config configs/default-model-data.toml --overwrite
 	$(BIN)/lab2048 value-sidecar --dataset $(DEFAULT_MODEL)/dataset --overwrite
-	$(BIN)/lab2048 train --config configs/train/default-model.toml --set data.dataset=$(DEFAULT_MODEL)/dataset $(TRAIN_ARGS) --overwrite
-	$(BIN)/lab2048 evaluate --agents policy,greedy --init $(DEFAULT_MODEL)/train/init --games $(DEMO_GAMES) --seed $(DEMO_SEED) --out $(DEFAULT_MODEL)/evaluate --overwrite
+	$(BIN)/lab2048 train --config configs/train/default-model.toml $(TRAIN_ARGS) --overwrite
+	$(BIN)/lab2048 evaluate --agents policy,value:depth=1,greedy --init $(DEFAULT_MODEL)/train/init --games $(DEMO_GAMES) --seed $(DEMO_SEED) --out $(DEFAULT_MODEL)/evaluate --overwrite
 	$(BIN)/lab2048 publish $(DEFAULT_MODEL)/train --evaluation $(DEFAULT_MODEL)/evaluate $(if $(OVERWRITE),--overwrite)
 
 # rebuilds the small dataset shipped in the package (src/lab2048/data/default)
