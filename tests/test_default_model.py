@@ -3,6 +3,7 @@ and the training option its config uses (`data.max_tile`). Not its strength: tha
 by `lab2048 evaluate` (README), never asserted here."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from lab2048.train.loader import open_source
 from lab2048.value_target import ValueTarget, read_value_target
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- the shipped init ---------------------------------------------------------------------------
@@ -37,7 +39,14 @@ def test_shipped_init_loads_with_its_value_target_and_card():
     assert card["parameters"] == sum(p.numel() for p in model.parameters())
     assert card["bytes"] == (path / "model.safetensors").stat().st_size < 8 << 20
     assert card["value_target"] == target.to_dict()
-    assert json.loads((path / "training-config.json").read_text())["data"]["max_tile"] > 0
+    # trained by the committed recipe, and it names no path of the machine that trained it
+    recorded = json.loads((path / "training-config.json").read_text())
+    recipe = load_train_config(ROOT / "configs" / "train" / "default-model.toml", []).to_dict()
+    for section in ("data", "objective", "optim", "train"):
+        assert recorded[section] == recipe[section], section
+    assert {k: v for k, v in recorded["model"].items() if k != "value_head"} == {
+        k: v for k, v in recipe["model"].items() if k != "value_head"}
+    assert not any(str(v).startswith("/") for v in recorded["data"].values())
 
 
 def test_shipped_model_plays_a_seeded_game_deterministically(tmp_path):
