@@ -67,7 +67,7 @@ from lab2048.data.returns import discounted_returns, lambda_returns, n_step_retu
 from lab2048.engine import kernels as K
 from lab2048.errors import UserError
 from lab2048.io import disk_errors, progress_bar, read_json, temp_dir_beside
-from lab2048.value_target import DEFAULT_EPSILON, DEFAULT_GAMMA, ValueTarget
+from lab2048.value_target import ValueTarget
 from lab2048.value_transform import h_scalar
 
 FORMAT_VERSION = 3  # 3: kind, n, lam, bootstrap and a checksum of values.json
@@ -79,21 +79,15 @@ KINDS = ("monte_carlo", "n_step", "lambda")
 
 
 @dataclass(frozen=True)
-class SidecarConfig:
-    gamma: float = DEFAULT_GAMMA
-    reward_scale: float = 1.0
-    epsilon: float = DEFAULT_EPSILON
-    kind: str = "monte_carlo"
-    n: int = 0  # n_step: rewards before the bootstrap
-    lam: float = 0.0  # lambda: TD(λ)'s λ
+class SidecarConfig(ValueTarget):
+    """The target a sidecar holds: a value target (value_target.ValueTarget) of boards, its
+    kind one of KINDS; invalid settings are one-line UserErrors."""
 
     def __post_init__(self) -> None:
-        """The checks of a value target's definition (value_target.ValueTarget), one line."""
         if self.kind not in KINDS:
             raise UserError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         try:
-            ValueTarget(gamma=self.gamma, reward_scale=self.reward_scale, epsilon=self.epsilon,
-                        kind=self.kind, n=self.n, lam=self.lam)
+            super().__post_init__()
         except ValueError as e:
             raise UserError(str(e)) from None
 
