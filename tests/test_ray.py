@@ -63,6 +63,17 @@ def test_generate_on_ray_is_the_same_bytes_as_local(head, tmp_path):
     assert _files(tmp_path / "local") == _files(tmp_path / "wide") == _files(tmp_path / "one")
 
 
+def _kill_one(head, title: str, driver, deadline: float) -> int | None:
+    """SIGKILL the first of the head's workers seen running `title` while the driver runs;
+    its pid, or None if none was seen before the deadline."""
+    while time.time() < deadline and driver.poll() is None:
+        if busy := _ray_workers(head.pid, title):
+            os.kill(busy[0], signal.SIGKILL)
+            return busy[0]
+        time.sleep(0.005)
+    return None
+
+
 def _ray_workers(pgid: int, title: str) -> list[int]:
     """Processes of this head running a task `title`: Ray names a busy worker ray::TASK, and a
     worker is a child of the head's raylet (in its own process group)."""
@@ -89,13 +100,8 @@ def test_killed_worker_and_killed_driver_leave_the_same_dataset(head, tmp_path):
                               start_new_session=True)
     try:
         # a worker process dies in the middle of a game: Ray plays that game again
-        killed = None
         deadline = time.time() + 90
-        while killed is None and time.time() < deadline and driver.poll() is None:
-            if busy := _ray_workers(head.pid, "play_arrays"):
-                os.kill(busy[0], signal.SIGKILL)
-                killed = busy[0]
-            time.sleep(0.005)
+        killed = _kill_one(head, "play_arrays", driver, deadline)
         assert killed is not None, "no worker was seen playing a game"
         # then the driver dies once a few games are staged: the same command resumes
         staging = staging_dir(out)
@@ -166,13 +172,7 @@ def test_evaluate_on_ray_is_the_same_games_as_local_with_an_actor_killed(head, t
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
     try:  # an actor dies in the middle of a chunk: a new one loads the model and plays it
-        killed = None
-        deadline = time.time() + 120
-        while killed is None and time.time() < deadline and driver.poll() is None:
-            if busy := _ray_workers(head.pid, "Actor.call"):
-                os.kill(busy[0], signal.SIGKILL)
-                killed = busy[0]
-            time.sleep(0.005)
+        killed = _kill_one(head, "Actor.call", driver, time.time() + 120)
         _, err = driver.communicate(timeout=120)
     finally:
         with contextlib.suppress(ProcessLookupError):
