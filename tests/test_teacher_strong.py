@@ -19,7 +19,12 @@ from lab2048.teacher.corner import TT_DTYPE, corner_eval, corner_line, corner_ro
 MOVE_XOR, LINE_REWARD = kernels.tables()
 RANK = 3
 SHAPE = T.shape(RANK)
-CAPS = dict(zip(T.FREE_CELLS.tolist(), T.caps(RANK).tolist(), strict=True))
+
+
+def caps_of(formation: str) -> dict[int, int]:
+    """{free cell: cap} of the rank-RANK table of a formation."""
+    return dict(zip(T.free_cells(formation).tolist(), T.caps(RANK, formation).tolist(),
+                    strict=True))
 
 
 def board_from(grid) -> np.uint64:
@@ -125,41 +130,59 @@ def test_corner_search_matches_plain_expectimax(depth, cutoff):
 @pytest.fixture(scope="module")
 def table_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tables")
-    T.build(RANK, out, progress=False)
+    for formation in T.FORMATIONS:
+        T.build(RANK, out, progress=False, formation=formation)
     return out
 
 
-def py_q(b, d, table):
+def py_q(b, d, table, formation):
     """Q(b, d) of tables.py's docstring for a build board, read from the table."""
+    locked, target = T.FORMATIONS[formation]
+    caps = caps_of(formation)
     nb, _ = kernels.move_fast(b, d, MOVE_XOR, LINE_REWARD)
     if nb == b:
         return None
     before, after = cells(b), cells(nb)
-    if any(before[i] != after[i] for i in T.LOCKED_CELLS):
+    if any(before[i] != after[i] for i in locked):
         return 0.0
-    if after[T.TARGET] == RANK + 1:
+    if after[target] == RANK + 1:
         return 1.0
-    if any(after[i] > cap for i, cap in CAPS.items()):
+    if any(after[i] > cap for i, cap in caps.items()):
         return 0.0
-    empty = [int(i) for i in T.FREE_CELLS if after[i] == 0]
+    empty = [i for i in caps if after[i] == 0]
     total = 0.0
+    shape = T.shape(RANK, formation)
     for i in empty:
         for tile, p in ((1, 0.9), (2, 0.1)):
             child = np.uint64(int(nb) | tile << (60 - 4 * i))
-            total += p * table[T.index_of(child, SHAPE)] / T.SCALE
+            total += p * table[T.index_of(child, shape)] / T.SCALE
     return total / len(empty)
 
 
-def test_table_satisfies_its_recurrence(table_dir):
-    table = T.load(RANK, table_dir)
-    assert len(table) == np.prod([c + 1 for c in CAPS.values()]) == T.entries(RANK)
+def test_formation_caps_and_sizes():
+    # caps fall by one per step beyond the target's neighbours, never below 2
+    assert caps_of("tuple11") == {6: 3, 3: 2, 7: 3, 8: 2, 9: 2, 10: 3, 11: 2, 12: 2, 13: 2,
+                                  14: 2, 15: 2}
+    assert T.caps(6, "tuple10").tolist() == [6, 6, 5, 4, 5, 6, 3, 4, 5, 4]  # 7, 3, 8, ... 15
+    assert T.free_cells("tuple10").tolist() == [7, 3, 8, 9, 10, 11, 12, 13, 14, 15]
+    assert [T.entries(r, "tuple10") for r in (6, 7)] == [14_817_600, 90_316_800]
+    assert T.entries(6) == 222_264_000  # tuple11 rank 6, as documented
+    assert T.shape(5, "tuple10")[4].tolist() == [6] + [-1] * 15  # the target's locked neighbour
+
+
+@pytest.mark.parametrize("formation", list(T.FORMATIONS))
+def test_table_satisfies_its_recurrence(table_dir, formation):
+    table = T.load(RANK, table_dir, formation)
+    shape = T.shape(RANK, formation)
+    caps = caps_of(formation)
+    assert len(table) == np.prod([c + 1 for c in caps.values()]) == T.entries(RANK, formation)
     assert not np.any(table == T.UNSET)
     rng = random.Random(0)
     for _ in range(300):
         index = rng.randrange(len(table))
-        b = T.board_of(index, SHAPE)
-        assert T.index_of(b, SHAPE) == index
-        qs = [q for q in (py_q(b, d, table) for d in range(4)) if q is not None]
+        b = T.board_of(index, shape)
+        assert T.index_of(b, shape) == index
+        qs = [q for q in (py_q(b, d, table, formation) for d in range(4)) if q is not None]
         p = max(qs, default=0.0)
         assert table[index] / T.SCALE == pytest.approx(p, abs=1e-4)
 
@@ -172,6 +195,10 @@ def test_table_golden_positions(table_dir):
     # the free region full of tiles that cannot merge: no move keeps the formation
     grid = [[0, 0, 0, 2], [0, 0, 4, 8], [2, 4, 2, 4], [4, 2, 4, 2]]
     assert table[T.index_of(board_from(grid), SHAPE)] == 0
+    # tuple10: the target is (1, 3); an 8 above it merges down into it (Up), the goal
+    table = T.load(RANK, table_dir, "tuple10")
+    b = board_from([[0, 0, 0, 8], [0, 0, 0, 8], [0] * 4, [0] * 4])
+    assert table[T.index_of(b, T.shape(RANK, "tuple10"))] == T.SCALE
 
 
 def test_file_of_a_rank_holds_the_smaller_ranks(table_dir, tmp_path):
@@ -184,8 +211,11 @@ def test_file_of_a_rank_holds_the_smaller_ranks(table_dir, tmp_path):
     assert both[offsets[RANK]:].tobytes() == T.load(RANK, table_dir).tobytes()
     # the rank used is one less than the smaller locked neighbour of the target, at most top
     grid = [[4096, 2048, 64, 0], [512, 32, 0, 0], [0] * 4, [0] * 4]
-    assert T.table_rank(board_from(grid), RANK + 1) == 4
-    assert T.table_rank(board_from(grid), RANK) == RANK
+    assert T.table_rank(board_from(grid), RANK + 1, SHAPE) == 4
+    assert T.table_rank(board_from(grid), RANK, SHAPE) == RANK
+    # tuple10: one less than the locked tile left of the target, (1, 2)
+    grid = [[4096, 2048, 1024, 0], [128, 256, 64, 0], [0] * 4, [0] * 4]
+    assert T.table_rank(board_from(grid), 7, T.shape(RANK, "tuple10")) == 5
 
 
 def test_killed_build_resumes_to_the_same_table(table_dir, tmp_path):

@@ -48,6 +48,8 @@ class TeacherConfig:
         "help": "static evaluation: lines (symmetric) or corner (the strong preset's)"})
     table_rank: int = field(default=0, metadata={
         "help": "formation table rank (0: none; see lab2048 teacher build-tables)"})
+    table10_rank: int = field(default=0, metadata={
+        "help": "second formation (tuple10, six locked tiles) table rank (0: none)"})
     tables_dir: str = field(default="", metadata={
         "help": "directory of the formation tables (empty: the user cache directory)"})
 
@@ -64,9 +66,11 @@ class TeacherConfig:
         if self.evaluation not in EVALUATIONS:
             raise ValueError(f"evaluation must be one of {', '.join(EVALUATIONS)}, "
                              f"got {self.evaluation!r}")
-        if self.table_rank and not MIN_TABLE_RANK <= self.table_rank <= MAX_TABLE_RANK:
-            raise ValueError(f"table_rank must be 0 or in {MIN_TABLE_RANK}..{MAX_TABLE_RANK}, "
-                             f"got {self.table_rank}")
+        for name in ("table_rank", "table10_rank"):
+            rank = getattr(self, name)
+            if rank and not MIN_TABLE_RANK <= rank <= MAX_TABLE_RANK:
+                raise ValueError(f"{name} must be 0 or in {MIN_TABLE_RANK}..{MAX_TABLE_RANK}, "
+                                 f"got {rank}")
 
     @classmethod
     def preset(cls, name: str, **changes) -> TeacherConfig:

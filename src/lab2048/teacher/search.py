@@ -74,7 +74,10 @@ TT_DTYPE = np.dtype([("board", np.uint64), ("value", np.float32), ("tag", np.uin
 HASH_MUL = U64(0x9E3779B97F4A7C15)
 EPOCH_LIMIT = 1 << 27  # epochs wrap (with a table clear) before epoch * 16 overflows u32
 SEARCH = np.uint8(VALUATION_TYPES["search"])
-TUPLE11 = np.uint8(VALUATION_TYPES[tables.FORMATION])
+TUPLE11 = np.uint8(VALUATION_TYPES["tuple11"])
+TUPLE10 = np.uint8(VALUATION_TYPES["tuple10"])
+MIN_PROB11 = tables.MIN_PROB["tuple11"]
+MIN_PROB10 = tables.MIN_PROB["tuple10"]
 
 _jit = njit(cache=True, nogil=True)
 
@@ -235,20 +238,31 @@ def _next_epoch(epoch, tt, ctt):
 
 
 @_jit
+def _table_move(b, m, values, move_xor, line_reward, evs):
+    """(legal mask, move_dir) of a table row: branch_evs = the per-move probabilities."""
+    legal = K.legal_mask(b, m, move_xor, line_reward)
+    best = -1
+    for d in range(4):
+        evs[d] = np.float32(values[d]) if (legal >> d) & 1 else np.float32(0.0)
+        if (legal >> d) & 1 and (best < 0 or evs[d] > evs[best]):
+            best = d
+    return legal, best
+
+
+@_jit
 def decide(b, m, plies, use_corner, cutoff, epoch, tt, ctt, frank, fshapes, foffsets, ftable,
-           move_xor, line_reward, stats, values, evs):
-    """One board's move: the formation table's when it applies (valuation TUPLE11), else the
-    search's (SEARCH), lines or corner. Values into values, branch_evs into evs; returns
-    (legal mask, move_dir, valuation)."""
-    if frank > 0 and formation_values(b, m, frank, fshapes, foffsets, ftable, move_xor,
-                                      line_reward, values):
-        legal = K.legal_mask(b, m, move_xor, line_reward)
-        best = -1
-        for d in range(4):
-            evs[d] = np.float32(values[d]) if (legal >> d) & 1 else np.float32(0.0)
-            if (legal >> d) & 1 and (best < 0 or evs[d] > evs[best]):
-                best = d
+           grank, gshapes, goffsets, gtable, move_xor, line_reward, stats, values, evs):
+    """One board's move: the tuple11 table's when it applies (valuation TUPLE11), else the
+    tuple10 table's (TUPLE10), else the search's (SEARCH), lines or corner. Values into values,
+    branch_evs into evs; returns (legal mask, move_dir, valuation)."""
+    if frank > 0 and formation_values(b, m, frank, fshapes, foffsets, ftable, MIN_PROB11,
+                                      move_xor, line_reward, values):
+        legal, best = _table_move(b, m, values, move_xor, line_reward, evs)
         return legal, best, TUPLE11
+    if grank > 0 and formation_values(b, m, grank, gshapes, goffsets, gtable, MIN_PROB10,
+                                      move_xor, line_reward, values):
+        legal, best = _table_move(b, m, values, move_xor, line_reward, evs)
+        return legal, best, TUPLE10
     if use_corner:
         legal = corner.corner_root(b, m, plies, cutoff, epoch, ctt, move_xor, line_reward,
                                    stats, values)
@@ -267,7 +281,7 @@ def static_value(b, m, use_corner):
 
 @_jit
 def _search_boards(boards, masks, depth, max_depth, adaptive, depth_offset, cutoff, use_corner,
-                   frank, fshapes, foffsets, ftable, tt, ctt, last, move_xor, line_reward,
+                   frank, fshapes, foffsets, ftable, grank, gshapes, goffsets, gtable, tt, ctt, last, move_xor, line_reward,
                    values, evs, moves, legal, plies, nodes, valuation):
     """Root search of each board with its own epoch; raw values, outputs and node counts."""
     stats = np.zeros(1, np.int64)
@@ -275,12 +289,11 @@ def _search_boards(boards, masks, depth, max_depth, adaptive, depth_offset, cuto
     for i in range(len(boards)):
         epoch = _next_epoch(epoch, tt, ctt)
         b, m = boards[i], np.int64(masks[i])
-        plies[i] = depth if use_corner else plies_for(b, m, depth, max_depth, adaptive,
-                                                      depth_offset)
+        plies[i] = plies_for(b, m, depth, max_depth, adaptive, depth_offset)
         stats[0] = 0
         legal[i], moves[i], valuation[i] = decide(b, m, plies[i], use_corner, cutoff, epoch,
-                                                  tt, ctt, frank, fshapes, foffsets,
-                                                  ftable, move_xor,
+                                                  tt, ctt, frank, fshapes, foffsets, ftable,
+                                                  grank, gshapes, goffsets, gtable, move_xor,
                                                   line_reward, stats, values[i], evs[i])
         nodes[i] = stats[0]
     last[0] = epoch
@@ -289,12 +302,18 @@ def _search_boards(boards, masks, depth, max_depth, adaptive, depth_offset, cuto
 _NO_TABLE = np.zeros(0, np.uint16)
 
 
+def _formation(cfg: TeacherConfig, rank: int, formation: str):
+    """(rank, shapes, offsets, table) of one formation, its table loaded if used (rank > 0)."""
+    shapes, offsets, _ = tables.layout(max(rank, tables.MIN_RANK), formation)
+    table = tables.load(rank, cfg.tables_dir, formation) if rank else _NO_TABLE
+    return rank, shapes, offsets, table
+
+
 def _settings(cfg: TeacherConfig):
-    """The compiled functions' settings arguments, the formation table loaded if used."""
-    shapes, offsets, _ = tables.layout(cfg.table_rank)
-    ftable = tables.load(cfg.table_rank, cfg.tables_dir) if cfg.table_rank else _NO_TABLE
+    """The compiled functions' settings arguments, the formation tables loaded if used."""
     return (cfg.depth, cfg.max_depth, cfg.adaptive, cfg.depth_offset, float(cfg.prob_cutoff),
-            cfg.evaluation == "corner", cfg.table_rank, shapes, offsets, ftable)
+            cfg.evaluation == "corner", *_formation(cfg, cfg.table_rank, "tuple11"),
+            *_formation(cfg, cfg.table10_rank, "tuple10"))
 
 
 def search_boards(boards, masks, cfg: TeacherConfig) -> dict:
@@ -337,7 +356,8 @@ def _grow(a, size):
 
 @_jit
 def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, use_corner, frank,
-          fshapes, foffsets, ftable, tt, ctt, last, move_xor, line_reward):
+          fshapes, foffsets, ftable, grank, gshapes, goffsets, gtable, tt, ctt, last, move_xor,
+          line_reward):
     """One teacher game; rows describe the board before each move taken."""
     cap = 1024
     boards = np.zeros(cap, np.uint64)
@@ -364,11 +384,11 @@ def _play(seed, max_moves, depth, max_depth, adaptive, depth_offset, cutoff, use
             legals, evs, evals = _grow(legals, cap), _grow(evs, cap), _grow(evals, cap)
             ranks, valuation = _grow(ranks, cap), _grow(valuation, cap)
         epoch = _next_epoch(epoch, tt, ctt)
-        plies = depth if use_corner else plies_for(b, m, depth, max_depth, adaptive,
-                                                   depth_offset)
+        plies = plies_for(b, m, depth, max_depth, adaptive, depth_offset)
         legals[n], d, valuation[n] = decide(b, m, plies, use_corner, cutoff, epoch, tt, ctt,
-                                            frank, fshapes, foffsets, ftable, move_xor,
-                                            line_reward, stats, values, evs[n])
+                                            frank, fshapes, foffsets, ftable, grank, gshapes,
+                                            goffsets, gtable, move_xor, line_reward, stats,
+                                            values, evs[n])
         boards[n], masks[n], moves[n] = b, m, d
         evals[n] = static_value(b, m, use_corner)
         ranks[n] = K.highest_exponent(b, m)

@@ -73,57 +73,81 @@ from lab2048.engine import kernels as K
 from lab2048.errors import UserError
 
 U64 = np.uint64
+FORMATIONS = {  # name (the dataset's valuation type): (locked cells, target cell)
+    "tuple11": ((0, 1, 2, 4, 5), 6),
+    "tuple10": ((0, 1, 2, 4, 5, 6), 7),
+}
 FORMATION = "tuple11"
-LOCKED_CELLS = np.array([0, 1, 2, 4, 5], np.int64)
-LOCKED_EXPONENTS = np.array([15, 14, 13, 12, 11], np.int64)
-FREE_CELLS = np.array([6, 3, 7, 8, 9, 10, 11, 12, 13, 14, 15], np.int64)  # target first
-DISTANCE = np.array([0, 2, 1, 3, 2, 1, 2, 4, 3, 2, 3], np.int64)  # steps to the target
 MIN_CAP = 2  # every free cell can take a spawned 4
 MIN_RANK = 3
-TARGET = 6
-NEIGHBOURS = np.array([[0, 1], [1, 2], [0, 4], [1, 5], [4, 5]], np.int64)  # adjacent locked
 SCALE = 65534.0
 UNSET = np.uint16(65535)
-MIN_PROB = 0.9  # a table move is played when its success probability reaches this
+MIN_PROB = {"tuple11": 0.9, "tuple10": 0.01}  # a table move is played from this probability
 MAGIC = b"L2048TBL"
 FORMAT = 2  # 2: per-cell caps
 HEADER = struct.Struct("<8sIIQQ32x")  # magic, format, rank, entries, checksum: 64 bytes
+ROWS = 5  # a shape's rows: caps, place values, free cells, locked cells, target's neighbours
 
 _jit = njit(cache=True, nogil=True)
 
 
-def caps(rank: int) -> np.ndarray:
+def _adjacent(a: int, b: int) -> bool:
+    return abs(a // 4 - b // 4) + abs(a % 4 - b % 4) == 1
+
+
+def free_cells(formation: str = FORMATION) -> np.ndarray:
+    """The free cells in index order: the target first, then the others in reading order."""
+    locked, target = FORMATIONS[formation]
+    return np.array([target] + [c for c in range(16) if c not in locked and c != target],
+                    np.int64)
+
+
+def caps(rank: int, formation: str = FORMATION) -> np.ndarray:
     """The largest exponent each free cell may hold: rank for the target and its neighbours,
     one less per further step, at least MIN_CAP."""
-    return np.maximum(MIN_CAP, rank - np.maximum(0, DISTANCE - 1)).astype(np.int64)
+    target = FORMATIONS[formation][1]
+    steps = np.array([abs(c // 4 - target // 4) + abs(c % 4 - target % 4)
+                      for c in free_cells(formation)])
+    return np.maximum(MIN_CAP, rank - np.maximum(0, steps - 1)).astype(np.int64)
 
 
-def places(rank: int) -> np.ndarray:
+def places(rank: int, formation: str = FORMATION) -> np.ndarray:
     """The place value of each free cell's digit in an index (mixed radix cap + 1)."""
-    radix = caps(rank) + 1
+    radix = caps(rank, formation) + 1
     return np.concatenate([[1], np.cumprod(radix[:-1])]).astype(np.int64)
 
 
-def entries(rank: int) -> int:
+def entries(rank: int, formation: str = FORMATION) -> int:
     """The entries of the table of one rank."""
-    return int(np.prod(caps(rank) + 1))
+    return int(np.prod(caps(rank, formation) + 1))
 
 
-def shape(rank: int) -> np.ndarray:
-    """int64[2, 11]: caps and place values, the compiled functions' view of a rank."""
-    return np.stack([caps(rank), places(rank)])
+def shape(rank: int, formation: str = FORMATION) -> np.ndarray:
+    """int64[ROWS, 16], the compiled functions' view of a formation's rank: caps and place
+    values of the free cells (row 0, 1), the free cells, target first (row 2), the locked
+    cells (row 3), the locked neighbours of the target (row 4); rows padded with -1."""
+    locked, target = FORMATIONS[formation]
+    out = np.full((ROWS, 16), -1, np.int64)
+    free = free_cells(formation)
+    out[0, :len(free)], out[1, :len(free)], out[2, :len(free)] = (
+        caps(rank, formation), places(rank, formation), free)
+    out[3, :len(locked)] = locked
+    near = [c for c in locked if _adjacent(c, target)]
+    out[4, :len(near)] = near
+    return out
 
 
-def layout(rank: int) -> tuple[np.ndarray, np.ndarray, int]:
+def layout(rank: int, formation: str = FORMATION) -> tuple[np.ndarray, np.ndarray, int]:
     """The file of rank R holds the tables of ranks R, R − 1, ..., MIN_RANK in that order:
-    (shapes int64[R + 1, 2, 11] indexed by rank, offsets int64[R + 1] of each rank's first
+    (shapes int64[R + 1, ROWS, 16] indexed by rank, offsets int64[R + 1] of each rank's first
     entry, total entries)."""
-    shapes = np.zeros((rank + 1, 2, len(FREE_CELLS)), np.int64)
+    shapes = np.full((rank + 1, ROWS, 16), -1, np.int64)
+    shapes[:] = shape(MIN_RANK, formation)  # the cell rows, also for the unused ranks
     offsets = np.zeros(rank + 1, np.int64)
     total = 0
     for r in range(rank, MIN_RANK - 1, -1):
-        shapes[r], offsets[r] = shape(r), total
-        total += entries(r)
+        shapes[r], offsets[r] = shape(r, formation), total
+        total += entries(r, formation)
     return shapes, offsets, total
 
 
@@ -134,8 +158,8 @@ def default_dir() -> Path:
     return Path(root) / "lab2048" / "teacher-tables"
 
 
-def table_path(directory: str | Path, rank: int) -> Path:
-    return Path(directory or default_dir()) / f"{FORMATION}-r{rank}.bin"
+def table_path(directory: str | Path, rank: int, formation: str = FORMATION) -> Path:
+    return Path(directory or default_dir()) / f"{formation}-r{rank}.bin"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,13 +173,17 @@ def nibble(b, cell):
 
 @_jit
 def board_of(index, shape):
-    """The build board of an index: locked sentinels plus the free cells' digits."""
+    """The build board of an index: locked sentinels 15, 14, ... plus the free cells' digits."""
     b = U64(0)
-    for j in range(len(LOCKED_CELLS)):
-        b |= U64(LOCKED_EXPONENTS[j]) << U64(60 - 4 * LOCKED_CELLS[j])
-    for j in range(len(FREE_CELLS)):
+    for k in range(16):
+        if shape[3, k] < 0:
+            break
+        b |= U64(15 - k) << U64(60 - 4 * shape[3, k])
+    for j in range(16):
+        if shape[2, j] < 0:
+            break
         digit = (index // shape[1, j]) % (shape[0, j] + 1)
-        b |= U64(digit) << U64(60 - 4 * FREE_CELLS[j])
+        b |= U64(digit) << U64(60 - 4 * shape[2, j])
     return b
 
 
@@ -163,20 +191,11 @@ def board_of(index, shape):
 def index_of(b, shape):
     """The index of a board's free cells (each within its cap)."""
     index = 0
-    for j in range(len(FREE_CELLS)):
-        index += nibble(b, FREE_CELLS[j]) * shape[1, j]
+    for j in range(16):
+        if shape[2, j] < 0:
+            break
+        index += nibble(b, shape[2, j]) * shape[1, j]
     return index
-
-
-@_jit
-def _locked_bits():
-    mask = U64(0)
-    for j in range(len(LOCKED_CELLS)):
-        mask |= U64(15) << U64(60 - 4 * LOCKED_CELLS[j])
-    return mask
-
-
-LOCKED_MASK = _locked_bits()
 
 
 @_jit
@@ -185,14 +204,36 @@ def outcome(b, nb, shape):
     moved or a free tile above its cap), 1 the goal, 2 play on (spawn a tile next)."""
     if nb == b:
         return -1
-    if (nb & LOCKED_MASK) != (b & LOCKED_MASK):
-        return 0
-    if nibble(nb, TARGET) == shape[0, 0] + 1:
+    for k in range(16):
+        if shape[3, k] < 0:
+            break
+        if nibble(nb, shape[3, k]) != nibble(b, shape[3, k]):
+            return 0
+    if nibble(nb, shape[2, 0]) == shape[0, 0] + 1:
         return 1
-    for j in range(len(FREE_CELLS)):
-        if nibble(nb, FREE_CELLS[j]) > shape[0, j]:
+    for j in range(16):
+        if shape[2, j] < 0:
+            break
+        if nibble(nb, shape[2, j]) > shape[0, j]:
             return 0
     return 2
+
+
+@_jit
+def spawn_mean(nb, shape, table):
+    """(1/n) Σ over the n empty free cells i of 0.9·P(nb + 2@i) + 0.1·P(nb + 4@i), P read from
+    the table (entries already final)."""
+    base = index_of(nb, shape)
+    total = 0.0
+    n = 0
+    for j in range(16):
+        if shape[2, j] < 0:
+            break
+        if nibble(nb, shape[2, j]) == 0:
+            n += 1
+            total += 0.9 * (table[base + shape[1, j]] / SCALE)
+            total += 0.1 * (table[base + 2 * shape[1, j]] / SCALE)
+    return total / n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,8 +260,10 @@ def _value(index, shape, table, move_xor, line_reward, stats):
         base = index_of(nb, shape)
         total = 0.0
         n = 0
-        for j in range(len(FREE_CELLS)):
-            if nibble(nb, FREE_CELLS[j]) == 0:
+        for j in range(16):
+            if shape[2, j] < 0:
+                break
+            if nibble(nb, shape[2, j]) == 0:
                 n += 1
                 place = shape[1, j]
                 total += 0.9 * _value(base + place, shape, table, move_xor, line_reward, stats)
@@ -256,20 +299,21 @@ def checksum(table):
 
 
 def build(rank: int, directory: str | Path = "", progress: bool = True,
-          chunk: int = 1 << 18) -> Path:
-    """Build the table of this rank into `directory` (default: the user cache directory);
-    resumes a killed build from its `.partial` file. Returns the table's path."""
+          chunk: int = 1 << 18, formation: str = FORMATION) -> Path:
+    """Build the tables of this formation, ranks MIN_RANK..rank, into `directory` (default:
+    the user cache directory); resumes a killed build from its `.partial` file. Returns the
+    file's path."""
     from lab2048.io import atomic_path, progress_bar
 
-    path = table_path(directory, rank)
+    path = table_path(directory, rank, formation)
     if path.exists():
-        load(rank, directory)  # refuses a corrupt file
+        load(rank, directory, formation)  # refuses a corrupt file
         return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"{path.parent}: cannot create directory ({e.strerror})") from None
-    shapes, offsets, n = layout(rank)
+    shapes, offsets, n = layout(rank, formation)
     partial = path.with_name(path.name + ".partial")
     if not partial.exists() or partial.stat().st_size != 2 * n:
         with atomic_path(partial) as tmp:
@@ -278,9 +322,9 @@ def build(rank: int, directory: str | Path = "", progress: bool = True,
     move_xor, line_reward = K.tables()
     done = int(np.count_nonzero(table != UNSET))
     with progress_bar(progress, total=n, initial=done, unit="entry", unit_scale=True,
-                      desc=f"{FORMATION} ranks {MIN_RANK}..{rank}") as bar:
+                      desc=f"{formation} ranks {MIN_RANK}..{rank}") as bar:
         for r in range(rank, MIN_RANK - 1, -1):
-            region = table[offsets[r]: offsets[r] + entries(r)]
+            region = table[offsets[r]: offsets[r] + entries(r, formation)]
             for start in range(0, len(region), chunk):
                 bar.update(int(_build_range(start, min(start + chunk, len(region)), shapes[r],
                                             region, move_xor, line_reward)))
@@ -303,18 +347,19 @@ def build(rank: int, directory: str | Path = "", progress: bool = True,
 _loaded: dict[Path, np.ndarray] = {}
 
 
-def load(rank: int, directory: str | Path = "") -> np.ndarray:
+def load(rank: int, directory: str | Path = "", formation: str = FORMATION) -> np.ndarray:
     """The tables of ranks MIN_RANK..rank (u16 entries in one array, see `layout`;
     memory-mapped read-only, checked once per process); a one-line UserError saying how to
     build them if the file is missing or corrupt."""
-    path = table_path(directory, rank)
+    path = table_path(directory, rank, formation)
     if path in _loaded:
         return _loaded[path]
-    how = (f"build it with `lab2048 teacher build-tables --rank {rank}"
+    flag = "--rank" if formation == FORMATION else "--rank10"
+    how = (f"build it with `lab2048 teacher build-tables {flag} {rank}"
            + (f" --out {directory}`" if directory else "`"))
     if not path.exists():
         raise UserError(f"{path}: no formation table of rank {rank} ({how})")
-    n = layout(rank)[2]
+    n = layout(rank, formation)[2]
     try:
         with open(path, "rb") as f:
             head = f.read(HEADER.size)
@@ -334,14 +379,19 @@ def load(rank: int, directory: str | Path = "") -> np.ndarray:
 @_jit
 def qualifies(x, shape):
     """Whether board x (no 2^16 tile) is in the formation, as it stands (see the docstring)."""
-    for j in range(len(LOCKED_CELLS)):
-        if nibble(x, LOCKED_CELLS[j]) <= shape[0, 0]:
+    for k in range(16):
+        if shape[3, k] < 0:
+            break
+        if nibble(x, shape[3, k]) <= shape[0, 0]:
             return False
-    for k in range(len(NEIGHBOURS)):
-        if nibble(x, NEIGHBOURS[k, 0]) == nibble(x, NEIGHBOURS[k, 1]):
-            return False
-    for j in range(len(FREE_CELLS)):  # noqa: SIM110 (numba compiles no all() of a generator)
-        if nibble(x, FREE_CELLS[j]) > shape[0, j]:
+        for j in range(k):
+            a, c = shape[3, j], shape[3, k]
+            if abs(a // 4 - c // 4) + abs(a % 4 - c % 4) == 1 and nibble(x, a) == nibble(x, c):
+                return False
+    for j in range(16):
+        if shape[2, j] < 0:
+            break
+        if nibble(x, shape[2, j]) > shape[0, j]:
             return False
     return True
 
@@ -354,32 +404,28 @@ def move_probs(x, shape, table, move_xor, line_reward, q):
     for d in range(4):
         nb, _ = K.move_fast(x, d, move_xor, line_reward)
         kind = outcome(x, nb, shape)
-        q[d] = float(kind) if kind < 2 else 0.0
-        if kind == 2:
-            base = index_of(nb, shape)
-            total = 0.0
-            n = 0
-            for j in range(len(FREE_CELLS)):
-                if nibble(nb, FREE_CELLS[j]) == 0:
-                    n += 1
-                    total += 0.9 * (table[base + shape[1, j]] / SCALE)
-                    total += 0.1 * (table[base + 2 * shape[1, j]] / SCALE)
-            q[d] = total / n
+        q[d] = spawn_mean(nb, shape, table) if kind == 2 else float(kind)
         best = max(best, q[d])
     return best
 
 
 @_jit
-def table_rank(x, top):
-    """The rank whose goal merges into a locked tile: one less than the smaller of the locked
-    target's neighbours (1,1) and (0,2), at most top (the largest rank loaded)."""
-    return min(top, min(nibble(x, 5), nibble(x, 2)) - 1)
+def table_rank(x, top, shape):
+    """The rank whose goal merges into a locked tile: one less than the smallest locked
+    neighbour of the target (shape row 4), at most top (the largest rank loaded)."""
+    low = 15
+    for k in range(16):
+        if shape[4, k] < 0:
+            break
+        low = min(low, nibble(x, shape[4, k]))
+    return min(top, low - 1)
 
 
 @_jit
-def formation_values(b, m, top, shapes, offsets, table, move_xor, line_reward, values):
+def formation_values(b, m, top, shapes, offsets, table, min_prob, move_xor, line_reward,
+                     values):
     """When board (b, m) qualifies (either orientation) for the table of its rank
-    (`table_rank`, at least MIN_RANK) and its best Q reaches MIN_PROB: Q of each move into
+    (`table_rank`, at least MIN_RANK) and its best Q reaches min_prob: Q of each move into
     values (0.0 where illegal), returning True; else False (values untouched)."""
     if m != 0 or len(table) == 0:
         return False
@@ -388,16 +434,16 @@ def formation_values(b, m, top, shapes, offsets, table, move_xor, line_reward, v
     flip = False
     for orientation in range(2):
         x = b if orientation == 0 else K.transpose(b)
-        r = table_rank(x, top)
+        r = table_rank(x, top, shapes[top])
         if r >= MIN_RANK and qualifies(x, shapes[r]):
             p = move_probs(x, shapes[r], table[offsets[r]:], move_xor, line_reward, q)
             if p > best:
                 best = p
                 flip = orientation == 1
-    if best < MIN_PROB:
+    if best < min_prob:
         return False
     x = K.transpose(b) if flip else b
-    r = table_rank(x, top)
+    r = table_rank(x, top, shapes[top])
     move_probs(x, shapes[r], table[offsets[r]:], move_xor, line_reward, q)
     for d in range(4):
         values[d ^ 2 if flip else d] = max(q[d], 0.0)
