@@ -235,6 +235,10 @@ def test_missing_or_corrupt_tables_are_refused(table_dir, tmp_path):
         T.load(RANK, tmp_path)
     with pytest.raises(UserError, match="build-tables"):
         play_game(1, TeacherConfig.preset("strong", table_rank=RANK, tables_dir=str(tmp_path)))
+    half = T.build(RANK, tmp_path / "half", progress=False).parent  # tuple11 only
+    with pytest.raises(UserError, match="build-tables --rank10 3 --out"):
+        play_game(1, TeacherConfig.preset("strong", table_rank=RANK, table10_rank=RANK,
+                                           tables_dir=str(half)))
     data = bytearray(T.table_path(table_dir, RANK).read_bytes())
     data[T.HEADER.size + 1000] ^= 1
     T.table_path(tmp_path, RANK).write_bytes(bytes(data))
@@ -246,11 +250,16 @@ def test_missing_or_corrupt_tables_are_refused(table_dir, tmp_path):
 
 
 def test_build_tables_command(table_dir, tmp_path, capsys):
-    assert main(["teacher", "build-tables", "--rank", "3", "--out", str(tmp_path), "--quiet"]) == 0
-    assert f"ranks 3..3, {T.entries(RANK):,} entries" in capsys.readouterr().out
-    assert T.table_path(tmp_path, RANK).read_bytes() == T.table_path(table_dir, RANK).read_bytes()
-    T.table_path(tmp_path, RANK).write_bytes(b"junk")
-    assert main(["teacher", "build-tables", "--rank", "3", "--out", str(tmp_path)]) == 2
+    args = ["teacher", "build-tables", "--rank", "3", "--rank10", "3", "--out", str(tmp_path)]
+    assert main([*args, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"tuple11 tables of ranks 3..3, {T.entries(RANK):,} entries" in out
+    assert f"tuple10 tables of ranks 3..3, {T.entries(RANK, 'tuple10'):,} entries" in out
+    for formation in T.FORMATIONS:
+        built = T.table_path(tmp_path, RANK, formation).read_bytes()
+        assert built == T.table_path(table_dir, RANK, formation).read_bytes()
+    T.table_path(tmp_path, RANK, "tuple10").write_bytes(b"junk")
+    assert main(args) == 2
     assert "not a formation table" in capsys.readouterr().err
 
 
@@ -259,13 +268,15 @@ def test_build_tables_command(table_dir, tmp_path, capsys):
 
 
 def test_strong_game_mixes_table_and_search_moves(table_dir):
-    cfg = TeacherConfig.preset("strong", table_rank=RANK, tables_dir=str(table_dir))
+    cfg = TeacherConfig.preset("strong", table_rank=RANK, table10_rank=RANK,
+                               tables_dir=str(table_dir))
     g = play_game(5, cfg, max_moves=600)
-    assert set(np.unique(g.valuation)) == {0, 1}
-    table_rows = g.valuation == 1
+    assert set(np.unique(g.valuation)) == {0, 1, 2}  # search, tuple11, tuple10
+    table_rows = g.valuation > 0
     legal = (g.ev_legal[:, None] >> np.arange(4)) & 1
     assert np.all(g.branch_evs[table_rows] >= 0) and np.all(g.branch_evs[table_rows] <= 1)
-    assert np.all(g.branch_evs[table_rows].max(axis=1) >= T.MIN_PROB)
+    for kind, formation in ((1, "tuple11"), (2, "tuple10")):
+        assert np.all(g.branch_evs[g.valuation == kind].max(axis=1) >= T.MIN_PROB[formation])
     assert np.all(g.branch_evs[legal == 0] == 0)
     picked = g.branch_evs[np.arange(len(g.moves)), g.moves]
     assert np.all(picked == np.where(legal, g.branch_evs, -np.inf).max(axis=1))
@@ -288,3 +299,5 @@ def test_presets():
         TeacherConfig(evaluation="diagonal")
     with pytest.raises(ValueError, match="table_rank"):
         TeacherConfig(table_rank=9)
+    with pytest.raises(ValueError, match="table10_rank"):
+        TeacherConfig(table10_rank=2)

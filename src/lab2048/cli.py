@@ -173,9 +173,11 @@ def _teacher_build_tables(args: argparse.Namespace) -> int:
     from lab2048.teacher import tables
 
     cfg = build_config(BuildTablesConfig, args)
-    path = tables.build(cfg.rank, cfg.out, progress=not cfg.quiet)
-    print(f"{path}: {tables.FORMATION} tables of ranks {tables.MIN_RANK}..{cfg.rank}, "
-          f"{tables.layout(cfg.rank)[2]:,} entries")
+    for formation, rank in (("tuple11", cfg.rank), ("tuple10", cfg.rank10)):
+        if rank:
+            path = tables.build(rank, cfg.out, progress=not cfg.quiet, formation=formation)
+            print(f"{path}: {formation} tables of ranks {tables.MIN_RANK}..{rank}, "
+                  f"{tables.layout(rank, formation)[2]:,} entries")
     return 0
 
 

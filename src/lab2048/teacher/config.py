@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 
 MAX_PLIES = 15  # the transposition table stores a depth in 4 bits
 EVALUATIONS = ("lines", "corner")
-MIN_TABLE_RANK, MAX_TABLE_RANK = 3, 7  # tables.py: rank 6 has 222 M entries, 7 has 1.3 G
+MIN_TABLE_RANK = 3
+MAX_TABLE_RANK = {"table_rank": 7, "table10_rank": 8}  # tuple11 rank 7: 1.3 G entries;
+# tuple10 rank 8: 0.41 G (tables.py)
 PRESETS = {
     "default": {},
     "strong": {"evaluation": "corner", "depth": 3, "adaptive": False, "max_depth": 3,
-               "prob_cutoff": 1 / 128, "tt_bits": 22, "table_rank": 6},
+               "prob_cutoff": 1 / 128, "tt_bits": 22, "table_rank": 6, "table10_rank": 8},
 }
 
 
@@ -66,11 +68,10 @@ class TeacherConfig:
         if self.evaluation not in EVALUATIONS:
             raise ValueError(f"evaluation must be one of {', '.join(EVALUATIONS)}, "
                              f"got {self.evaluation!r}")
-        for name in ("table_rank", "table10_rank"):
+        for name, top in MAX_TABLE_RANK.items():
             rank = getattr(self, name)
-            if rank and not MIN_TABLE_RANK <= rank <= MAX_TABLE_RANK:
-                raise ValueError(f"{name} must be 0 or in {MIN_TABLE_RANK}..{MAX_TABLE_RANK}, "
-                                 f"got {rank}")
+            if rank and not MIN_TABLE_RANK <= rank <= top:
+                raise ValueError(f"{name} must be 0 or in {MIN_TABLE_RANK}..{top}, got {rank}")
 
     @classmethod
     def preset(cls, name: str, **changes) -> TeacherConfig:
@@ -96,7 +97,10 @@ class BuildTablesConfig:
         "help": "table directory (default: $XDG_CACHE_HOME/lab2048/teacher-tables)",
         "metavar": "DIR"})
     rank: int = field(default=PRESETS["strong"]["table_rank"], metadata={
-        "help": "largest rank R: the file holds ranks 3..R; rank r builds a 2^(r+1) tile in "
-                "its target cell",
-        "choices": list(range(MIN_TABLE_RANK, MAX_TABLE_RANK + 1))})
+        "help": "tuple11 formation: largest rank R (0: none); the file holds ranks 3..R; rank r "
+                "builds a 2^(r+1) tile in its target cell",
+        "choices": [0, *range(MIN_TABLE_RANK, MAX_TABLE_RANK["table_rank"] + 1)]})
+    rank10: int = field(default=PRESETS["strong"]["table10_rank"], metadata={
+        "help": "tuple10 formation (six locked tiles): largest rank (0: none)",
+        "choices": [0, *range(MIN_TABLE_RANK, MAX_TABLE_RANK["table10_rank"] + 1)]})
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})

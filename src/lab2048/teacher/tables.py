@@ -1,28 +1,36 @@
-"""Formation tables: exact success probabilities for the endgame formation the corner search
+"""Formation tables: exact success probabilities for the endgame formations the corner search
 steers into, computed once by exhaustive expectimax and looked up during play.
 
 Choices
-- The formation (valuation type "tuple11", for its 11 free cells): five big tiles locked in
-  the top-left corner, the other cells small. Cells are (row, column), row 0 on top:
+- A formation (`FORMATIONS`) is a set of locked cells holding big tiles in the top-left
+  corner and a target cell; every other cell is free. Two formations, named by their
+  dataset valuation types (for their 11 and 10 free cells). Cells are (row, column), row 0
+  on top:
 
-      L L L f        L  locked: (0,0) (0,1) (0,2) (1,0) (1,1)
-      L L T f        T  the target cell (1,2); f the other free cells
-      f f f f
-      f f f f
+      tuple11             tuple10             L  locked
+      L L L f             L L L f             T  the target cell
+      L L T f             L L L T             f  the other free cells
+      f f f f             f f f f
+      f f f f             f f f f
 
-  Each free cell has a cap, the largest exponent it may hold: for a table of rank r, r on
-  the target and its two neighbours, one less per further step from the target (the cells
-  two steps away r − 1, three steps r − 2, (3,0) r − 3), never below 2 (a spawned 4 fits):
+  tuple11 builds the fifth-and-a-half tile of the corner, tuple10 the next one, beside the
+  third locked tile of the second row (the smallest locked tile when the corner descends
+  left to right and top to bottom).
+- Each free cell has a cap, the largest exponent it may hold: for a table of rank r, r on
+  the target and its neighbours, one less per further step from the target, never below 2
+  (a spawned 4 fits). For tuple11:
 
       .   .   .   r−1        rank 6: target, (1,3), (2,2) up to 64; (0,3), (2,1), (2,3),
       .   .   r   r               (3,2) up to 32; (2,0), (3,1), (3,3) up to 16; (3,0) up to 8
       r−2 r−1 r   r−1
       r−3 r−2 r−1 r−2
 
-  (an r in the target is made of two r − 1 next to each other, and so on outward). The table
-  holds, for every filling of the free cells within their caps (0 = empty), the probability P
-  that optimal play reaches the goal, a tile of exponent r + 1 in the target cell, without
-  ever moving a locked tile or making a free tile above its cap:
+  and for tuple10 r on (0,3), (1,3), (2,3), r − 1 on (2,2), (3,3), r − 2 on (2,1), (3,2),
+  r − 3 on (2,0), (3,1), r − 4 on (3,0) (an r in the target is made of two r − 1 next to
+  each other, and so on outward). The table holds, for every filling of the free cells within
+  their caps (0 = empty), the probability P that optimal play reaches the goal, a tile of
+  exponent r + 1 in the target cell, without ever moving a locked tile or making a free tile
+  above its cap:
 
       P(s)    = max over moves d of Q(s, d)                    (0 if no move qualifies)
       Q(s, d) = 1                                          if move(s, d) has r + 1 in T
@@ -31,31 +39,35 @@ Choices
               = (1/n) Σ_{empty free i} [0.9·P(s' + 2@i) + 0.1·P(s' + 4@i)]  otherwise
                                                               (s' = move(s, d), n empties)
 
-  The locked cells hold the distinct exponents 15, 14, 13, 12, 11 while the table is built,
-  so they never merge; every move adds a spawn and merges keep the sum of the free tiles, so
-  the recursion ends. This is the method the public macroxue/2048-ai player describes for its
-  lookup tables (its logs call such moves `tuple11`); the formation, goal and encoding here are
-  this project's own.
+  The locked cells hold the distinct exponents 15, 14, 13, ... while the table is built, so
+  they never merge; every move adds a spawn and merges keep the sum of the free tiles, so the
+  recursion ends. This is the method the public macroxue/2048-ai player describes for its
+  lookup tables (its logs call such moves `tuple11` and `tuple10`); the formations, goals and
+  encoding here are this project's own.
 - Index of a state: the free cells' exponents as the digits of a mixed-radix number (radix
-  cap + 1), the target cell the lowest digit, then (0,3), (1,3), row 2, row 3, left to right.
+  cap + 1), the target cell the lowest digit, then the other free cells in reading order.
   Entries are u16: round(P·65534); 65535 marks an entry not yet computed. The file of rank R
   holds the tables of ranks R, R − 1, ..., 3 one after the other (`layout`): 2 bytes an
-  entry, R = 3: 0.42 M entries (0.8 MiB), 4: 3.0 M (5.7 MiB), 5: 28.9 M (55 MiB), 6: 251 M
-  (479 MiB), 7: 1.58 G (3.0 GiB).
+  entry. tuple11, R = 3: 0.42 M entries (0.8 MiB), 4: 3.0 M (5.7 MiB), 5: 28.9 M (55 MiB),
+  6: 251 M (479 MiB), 7: 1.58 G (3.0 GiB); tuple10, R = 6: 17.8 M (34 MiB), 7: 108 M
+  (206 MiB), 8: 520 M (991 MiB).
+- The compiled functions see a rank of a formation as `shape(rank, formation)`, an int64
+  array of the caps, place values, free cells, locked cells and the target's locked
+  neighbours, so one set of functions serves every formation.
 - Use during play (`formation_values`): the rank used for a board is one less than the
-  smaller of the target's locked neighbours (1,1) and (0,2), at most R (`table_rank`), so
-  the goal tile merges into the locked corner. The board qualifies, as it is or mirrored on
-  its main diagonal (Up <-> Left, Down <-> Right), when that rank is at least 3, its locked
-  cells hold exponents above the rank with no two neighbours equal, and every free cell, the
-  target included, is within its cap (the free tiles then never merge with a locked one, as
-  in the table). Each move's Q is then computed from the table; when the best Q reaches
-  `MIN_PROB`, the table's move is played (valuation type "tuple11", branch_evs = Q), else
-  the search decides. With both orientations qualifying, the one with the higher best Q
-  counts.
+  smallest of the target's locked neighbours, at most R, so the goal tile merges into the
+  locked corner. The board qualifies, as it is or mirrored on its main diagonal (Up <-> Left,
+  Down <-> Right), when that rank is at least 3, its locked cells hold exponents above the
+  rank with no two neighbours equal, and every free cell, the target included, is within its
+  cap (the free tiles then never merge with a locked one, as in the table). Each move's Q is
+  then computed from the table; when the best Q reaches the formation's `MIN_PROB`, the
+  table's move is played (branch_evs = Q), else the next formation or the search decides.
+  With both orientations qualifying, the one with the higher best Q counts.
 - Building (`build`): a depth-first pass over all indices, memoised in a u16 file mapped into
   memory (`.partial`): an entry is written once, when final, so a killed build resumes where
   it stopped. The finished tables are written as one file with a 64-byte header (magic,
-  format, rank, entries, checksum) and renamed into place; loading checks all of them.
+  format, rank, entries, checksum) and renamed into place; loading checks all of them. The
+  file name carries the formation (`tuple10-r7.bin`).
 - Numba caches a caller with its callees compiled in: after editing this module, delete the
   `search.*.nbi/.nbc` cache files beside `search.py`, or the game loop keeps the old code.
 """
@@ -82,7 +94,7 @@ MIN_CAP = 2  # every free cell can take a spawned 4
 MIN_RANK = 3
 SCALE = 65534.0
 UNSET = np.uint16(65535)
-MIN_PROB = {"tuple11": 0.9, "tuple10": 0.01}  # a table move is played from this probability
+MIN_PROB = {"tuple11": 0.9, "tuple10": 1 / SCALE}  # play a table move from this probability
 MAGIC = b"L2048TBL"
 FORMAT = 2  # 2: per-cell caps
 HEADER = struct.Struct("<8sIIQQ32x")  # magic, format, rank, entries, checksum: 64 bytes
