@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab2048.config import check_ranges
+from lab2048.config import check_device, check_ranges
+from lab2048.play.config import parse_agent
 from lab2048.scale import RAY_HELP
 from lab2048.teacher.config import TeacherConfig
 from lab2048.value_target import DEFAULT_EPSILON, DEFAULT_GAMMA, gamma_field
+
+LABELS = ("teacher",)  # who labels an agent's states (the generate teacher's settings)
 
 
 @dataclass
@@ -22,12 +25,43 @@ class GenerateConfig:
     max_moves: int = field(default=0, metadata={"help": "moves per game at most (0: no limit)",
                                                 "min": 0})
     ray: str = field(default="", metadata={"help": RAY_HELP, "metavar": "ADDRESS"})
+    agent: str = field(default="", metadata={
+        "help": "who plays: '' the teacher; else an agent spec (policy, value:depth=1, "
+                "hybrid:top=2, greedy, ...) whose every visited state the teacher labels",
+        "metavar": "SPEC"})
+    init: str = field(default="", metadata={
+        "help": "the model a policy/value/hybrid --agent plays ('default': the shipped one)",
+        "metavar": "DIR"})
+    label: str = field(default="teacher", metadata={
+        "help": "who gives an --agent's states their per-move values and move",
+        "choices": LABELS})
+    include: str = field(default="", metadata={
+        "help": "a dataset whose runs are copied first (an --agent's runs follow, source "
+                "'agent:SPEC': training chooses the mix by SQL over runs)", "metavar": "DIR"})
+    include_where: str = field(default="", metadata={
+        "help": "SQL over --include's runs table choosing the runs copied ('': all)",
+        "metavar": "SQL"})
+    device: str = field(default="cpu", metadata={"help": "torch device of an --agent's model"})
+    threads: int = field(default=1, metadata={
+        "help": "torch CPU threads of an --agent's model (0: torch's default)", "min": 0})
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     def __post_init__(self) -> None:
         if not self.out:
             raise ValueError("--out DIR is required")
         check_ranges(self)
+        if self.agent:
+            spec = parse_agent(self.agent)
+            if spec.kind == "teacher":
+                raise ValueError("the teacher plays when --agent is not given")
+            if spec.uses_model and not self.init:
+                raise ValueError(f"agent {spec.name} needs --init DIR")
+            self.agent = spec.name
+        elif self.init or self.include:
+            raise ValueError("--init and --include go with --agent SPEC")
+        if self.include_where and not self.include:
+            raise ValueError("--include-where goes with --include DIR")
+        check_device(self.device)
         if not (self.seed >= 0 and self.seed + self.games <= 1 << 63):
             raise ValueError(f"seeds must lie in 0..2^63-1, got seed {self.seed}")
 
