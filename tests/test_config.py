@@ -12,7 +12,7 @@ from lab2048.config import (
     add_config_args,
     build_config,
     check_device,
-    check_ranges,
+    check_fields,
     check_table,
     load_config,
 )
@@ -56,6 +56,7 @@ def test_defaults_then_file_then_set_then_flags(tmp_path):
     (["teacher=3"], "--set: teacher must be a table [teacher]"),
     (["games.x=1"], "--set: games must be int, got {'x': 1}"),
     (["games=0"], "games must be at least 1, got 0"),
+    (["label='nobody'"], "label must be one of teacher, got 'nobody'"),  # TOML too
 ])
 def test_bad_set_items_are_one_line_errors(sets, message):
     argv = ["generate", "--out", "x"] + [a for s in sets for a in ("--set", s)]
@@ -120,9 +121,10 @@ class Ranged:
     rate: float = field(default=0.5, metadata={"help": "a fraction", "min": 0, "max": 1})
     lam: float | None = field(default=None, metadata={"flag": "--lambda", "max": 1})
     gamma: float | None = gamma_field("the model's")
+    kind: str = field(default="a", metadata={"help": "a or b", "choices": ("a", "b")})
 
     def __post_init__(self) -> None:
-        check_ranges(self)
+        check_fields(self)
 
 
 @pytest.mark.parametrize(("values", "message"), [
@@ -132,6 +134,7 @@ class Ranged:
     ({"lam": 2.0}, "--lambda must be at most 1, got 2.0"),
     ({"gamma": 0.0}, "gamma must be in (0, 1], got 0.0"),  # 0 is a γ, not "unset"
     ({"gamma": 1.01}, "gamma must be in (0, 1], got 1.01"),
+    ({"kind": "c"}, "kind must be one of a, b, got 'c'"),
 ])
 def test_ranges_declared_on_fields_are_checked_with_one_wording(values, message):
     with pytest.raises(ValueError) as e:
@@ -144,7 +147,11 @@ def test_ranges_declared_on_fields_are_checked_with_one_wording(values, message)
 
 def test_bounds_themselves_and_unset_options_pass():
     assert Ranged(games=1, rate=0.0, lam=None, gamma=None).gamma is None
-    assert Ranged(rate=1.0, lam=-5.0, gamma=1.0).gamma == 1.0
+    assert Ranged(rate=1.0, lam=-5.0, gamma=1.0, kind="b").gamma == 1.0
+    bad = Ranged()
+    bad.games = 0
+    with pytest.raises(ValueError, match=r"^section.games must be at least 1, got 0$"):
+        check_fields(bad, "section.")  # a section names its options with its prefix
 
 
 def test_positionals_take_values_from_the_command_line_or_the_file(tmp_path):

@@ -20,8 +20,9 @@ Choices
   (another flag name, e.g. "--lambda" for a field `lam`), "positional": True for a
   positional argument (`list[str]` fields take any number of values; the config's own check
   says how many it needs, so a file can give them too), and a number's range: "min" (at
-  least), "above" (more than), "max" (at most), checked by `check_ranges(self)` at the start
-  of the dataclass's `__post_init__` (one rule and one wording for every bound).
+  least), "above" (more than), "max" (at most). `check_fields(self)` at the start of the
+  dataclass's `__post_init__` checks "choices" and ranges, whichever way the value came (one
+  rule and one wording for every bound and every list of choices).
 - Unknown keys and wrong types are one-line UserErrors naming the file (or `--set`) and the
   key; values are validated in each dataclass's `__post_init__` (raise ValueError), which
   `build_config` turns into a one-line UserError.
@@ -56,18 +57,23 @@ def check_device(device: str) -> None:
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 
-def check_ranges(cfg) -> None:
+def check_fields(cfg, prefix: str = "") -> None:
     """ValueError naming the first option of `cfg` (a config dataclass; its own fields, not
-    its sections') outside the range its metadata gives ("min", "above", "max"), by its
-    field name (its "flag" if it has one); an unset (None) option passes, NaN never does."""
+    its sections') that its metadata refuses: a value outside "choices", or a number outside
+    its range ("min", "above", "max"). The option is named by prefix + its field name, or by
+    its "flag"; an unset (None) option passes, NaN never does."""
     for f in dataclasses.fields(cfg):
         meta, value = f.metadata, getattr(cfg, f.name)
-        if value is None or not {"min", "above", "max"} & meta.keys():
+        name = meta.get("flag", prefix + f.name)
+        if value is None:
             continue
-        if not (value >= meta.get("min", value) and value <= meta.get("max", value)
+        if "choices" in meta and value not in meta["choices"]:
+            raise ValueError(f"{name} must be one of {', '.join(map(str, meta['choices']))}, "
+                             f"got {value!r}")
+        if {"min", "above", "max"} & meta.keys() and not (
+                value >= meta.get("min", value) and value <= meta.get("max", value)
                 and ("above" not in meta or value > meta["above"])):
-            raise ValueError(f"{meta.get('flag', f.name)} must be {_range_words(meta)}, "
-                             f"got {value}")
+            raise ValueError(f"{name} must be {_range_words(meta)}, got {value}")
 
 
 def _range_words(meta) -> str:

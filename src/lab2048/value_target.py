@@ -98,7 +98,7 @@ class ValueTarget:
 
 def gamma_field(unset: str) -> dataclasses.Field:
     """A config's `gamma: float | None` option: None until given, then a γ in (0, 1]
-    (lab2048.config.check_ranges); `unset` says in the help what None means."""
+    (lab2048.config.check_fields); `unset` says in the help what None means."""
     return dataclasses.field(default=None, metadata={
         "help": f"discount γ in (0, 1] (unset: {unset}); a γ other than the one the value "
                 "head records is refused", "above": 0, "max": 1})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab2048.config import DEVICE_HELP, check_device, check_ranges
+from lab2048.config import DEVICE_HELP, check_device, check_fields
 from lab2048.scale import RAY_GPUS_HELP, RAY_HELP
 from lab2048.value_target import DEFAULT_GAMMA, gamma_field
 
@@ -43,7 +43,7 @@ class AnnotateConfig:
     ray_gpus: float = field(default=0.0, metadata={"help": RAY_GPUS_HELP, "min": 0})
 
     def __post_init__(self) -> None:
-        check_ranges(self)
+        check_fields(self)
         if not (self.init or self.server):
             raise ValueError("annotate needs --init DIR or --server ADDR")
         if self.ray and (self.server or not self.init):
@@ -66,4 +66,4 @@ class ViewConfig:
                                                       "max": 65535})
 
     def __post_init__(self) -> None:
-        check_ranges(self)
+        check_fields(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab2048.config import check_device, check_ranges
+from lab2048.config import check_device, check_fields
 from lab2048.play.config import parse_agent
 from lab2048.scale import RAY_HELP
 from lab2048.teacher.config import TeacherConfig
@@ -49,7 +49,7 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         if not self.out:
             raise ValueError("--out DIR is required")
-        check_ranges(self)
+        check_fields(self)
         if self.agent:
             spec = parse_agent(self.agent)
             if spec.kind == "teacher":
@@ -89,10 +89,7 @@ class PackConfig:
     def __post_init__(self) -> None:
         if not (self.input and self.out):
             raise ValueError("--input LOGDIR and --out DIR are required")
-        if self.format not in PACK_FORMATS:
-            raise ValueError(f"format must be one of {', '.join(PACK_FORMATS)}, "
-                             f"got {self.format!r}")
-        check_ranges(self)
+        check_fields(self)
 
 
 @dataclass
@@ -124,7 +121,7 @@ class ValueSidecarConfig:
         "metavar": "L", "min": 0, "max": 1})
 
     def __post_init__(self) -> None:
-        check_ranges(self)
+        check_fields(self)
         if not (self.dataset or self.output):
             raise ValueError("the embedded dataset is read-only: pass --output DIR for its "
                              "sidecar")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from lab2048.config import DEVICE_HELP, check_device, check_ranges
+from lab2048.config import DEVICE_HELP, check_device, check_fields
 from lab2048.engine.conventions import NO_MOVE_LIMIT
 from lab2048.scale import RAY_GPUS_HELP, RAY_HELP
 from lab2048.teacher.config import TeacherConfig
@@ -121,7 +121,7 @@ def parse_agents(text: str) -> list[AgentSpec]:
 
 def _check(cfg) -> None:
     """The checks every play config shares: ranges, seeds and device."""
-    check_ranges(cfg)
+    check_fields(cfg)
     if not (cfg.seed >= 0 and cfg.seed + cfg.games <= 1 << 64):
         raise ValueError(f"seeds must lie in 0..2^64-1, got seed {cfg.seed}")
     check_device(cfg.device)
