@@ -17,9 +17,11 @@ Choices
 - A field typed `X | None` (default None) may stay unset: TOML cannot say None, so it is
   None until a file, `--set` or a flag gives a value.
 - Field metadata besides "help": "metavar", "choices" (also given to argparse), "flag"
-  (another flag name, e.g. "--lambda" for a field `lam`), and "positional": True for a
+  (another flag name, e.g. "--lambda" for a field `lam`), "positional": True for a
   positional argument (`list[str]` fields take any number of values; the config's own check
-  says how many it needs, so a file can give them too).
+  says how many it needs, so a file can give them too), and a number's range: "min" (at
+  least), "above" (more than), "max" (at most), checked by `check_ranges(self)` at the start
+  of the dataclass's `__post_init__` (one rule and one wording for every bound).
 - Unknown keys and wrong types are one-line UserErrors naming the file (or `--set`) and the
   key; values are validated in each dataclass's `__post_init__` (raise ValueError), which
   `build_config` turns into a one-line UserError.
@@ -52,6 +54,28 @@ def check_device(device: str) -> None:
     kind, sep, index = device.partition(":")
     if kind not in DEVICES or (sep and not (kind == "cuda" and index.isdigit())):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+def check_ranges(cfg) -> None:
+    """ValueError naming the first option of `cfg` (a config dataclass; its own fields, not
+    its sections') outside the range its metadata gives ("min", "above", "max"), by its
+    field name (its "flag" if it has one); an unset (None) option passes, NaN never does."""
+    for f in dataclasses.fields(cfg):
+        meta, value = f.metadata, getattr(cfg, f.name)
+        if value is None or not {"min", "above", "max"} & meta.keys():
+            continue
+        if not (value >= meta.get("min", value) and value <= meta.get("max", value)
+                and ("above" not in meta or value > meta["above"])):
+            raise ValueError(f"{meta.get('flag', f.name)} must be {_range_words(meta)}, "
+                             f"got {value}")
+
+
+def _range_words(meta) -> str:
+    low = (f"[{meta['min']}" if "min" in meta else f"({meta['above']}" if "above" in meta
+           else None)
+    if "max" not in meta:
+        return f"at least {meta['min']}" if "min" in meta else f"above {meta['above']}"
+    return f"at most {meta['max']}" if low is None else f"in {low}, {meta['max']}]"
 
 
 DEFAULT_INIT = "default"  # the value of an init option that names the shipped model

@@ -54,7 +54,9 @@ Choices
   counts.
 - Building (`build`): a depth-first pass over all indices, memoised in a u16 file mapped into
   memory (`.partial`): an entry is written once, when final, so a killed build resumes where
-  it stopped. The finished tables are written as one file with a 64-byte header (magic,
+  it stopped. The recursion reads every P back as stored (rounded to u16), so a resumed build
+  gives the same table as one that ran through, and each entry is its recurrence of the
+  stored entries, rounded. The finished tables are written as one file with a 64-byte header (magic,
   format, rank, entries, checksum) and renamed into place; loading checks all of them.
 - Numba caches a caller with its callees compiled in: after editing this module, delete the
   `search.*.nbi/.nbc` cache files beside `search.py`, or the game loop keeps the old code.
@@ -200,36 +202,45 @@ def outcome(b, nb, shape):
 
 
 @_jit
+def spawn_mean(nb, shape, table):
+    """(1/n) Σ_{empty free i} [0.9·P(s' + 2@i) + 0.1·P(s' + 4@i)] of the docstring for the
+    board nb = s' after a move that plays on, read from the table (its entries set)."""
+    base = index_of(nb, shape)
+    total = 0.0
+    n = 0
+    for j in range(len(FREE_CELLS)):
+        if nibble(nb, FREE_CELLS[j]) == 0:
+            n += 1
+            total += 0.9 * (table[base + shape[1, j]] / SCALE)
+            total += 0.1 * (table[base + 2 * shape[1, j]] / SCALE)
+    return total / n
+
+
+@_jit
 def _value(index, shape, table, move_xor, line_reward, stats):
-    """P of the state with this index (computed and stored if unset); stats[0] counts the
-    entries computed. Self-recursive, one signature: `_build_range` is its only caller."""
-    stored = table[index]
-    if stored != UNSET:
-        return stored / SCALE
-    b = board_of(index, shape)
-    best = 0.0
-    for d in range(4):
-        nb, _ = K.move_fast(b, d, move_xor, line_reward)
-        kind = outcome(b, nb, shape)
-        if kind == 1:
-            best = 1.0
-            break
-        if kind != 2:
-            continue
-        base = index_of(nb, shape)
-        total = 0.0
-        n = 0
-        for j in range(len(FREE_CELLS)):
-            if nibble(nb, FREE_CELLS[j]) == 0:
-                n += 1
-                place = shape[1, j]
-                total += 0.9 * _value(base + place, shape, table, move_xor, line_reward, stats)
-                total += 0.1 * _value(base + 2 * place, shape, table, move_xor, line_reward,
-                                      stats)
-        best = max(best, total / n)
-    table[index] = np.uint16(np.floor(best * SCALE + 0.5))
-    stats[0] += 1
-    return best
+    """P of the state with this index as the table stores it (rounded; computed and stored if
+    unset, its spawns' entries first); stats[0] counts the entries computed. Every P is read
+    back rounded, so a resumed build gives the same table as one that ran through.
+    Self-recursive, one signature: `_build_range` is its only caller."""
+    if table[index] == UNSET:
+        b = board_of(index, shape)
+        best = 0.0
+        for d in range(4):
+            nb, _ = K.move_fast(b, d, move_xor, line_reward)
+            kind = outcome(b, nb, shape)
+            if kind == 1:
+                best = 1.0
+                break
+            if kind == 2:
+                base = index_of(nb, shape)
+                for j in range(len(FREE_CELLS)):  # the spawns' entries, depth first
+                    if nibble(nb, FREE_CELLS[j]) == 0:
+                        for child in (base + shape[1, j], base + 2 * shape[1, j]):
+                            _value(child, shape, table, move_xor, line_reward, stats)
+                best = max(best, spawn_mean(nb, shape, table))
+        table[index] = np.uint16(np.floor(best * SCALE + 0.5))
+        stats[0] += 1
+    return table[index] / SCALE
 
 
 @_jit
@@ -354,17 +365,7 @@ def move_probs(x, shape, table, move_xor, line_reward, q):
     for d in range(4):
         nb, _ = K.move_fast(x, d, move_xor, line_reward)
         kind = outcome(x, nb, shape)
-        q[d] = float(kind) if kind < 2 else 0.0
-        if kind == 2:
-            base = index_of(nb, shape)
-            total = 0.0
-            n = 0
-            for j in range(len(FREE_CELLS)):
-                if nibble(nb, FREE_CELLS[j]) == 0:
-                    n += 1
-                    total += 0.9 * (table[base + shape[1, j]] / SCALE)
-                    total += 0.1 * (table[base + 2 * shape[1, j]] / SCALE)
-            q[d] = total / n
+        q[d] = float(kind) if kind < 2 else spawn_mean(nb, shape, table)
         best = max(best, q[d])
     return best
 
