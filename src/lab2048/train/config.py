@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab2048.config import DEVICE_HELP, check_device, check_table, construct, load_values
+from lab2048.config import (
+    DEVICE_HELP,
+    check_device,
+    check_fields,
+    check_table,
+    construct,
+    load_values,
+)
 from lab2048.errors import UserError
 from lab2048.play.config import parse_agent
 from lab2048.value_target import DEFAULT_GAMMA, KINDS, STATES
@@ -70,43 +77,31 @@ class DataConfig:
 class ObjectiveConfig:
     policy_weight: float = 1.0
     value_weight: float = 1.0
-    value_target: str = "return_scaled"  # sidecar column: return_scaled (h-space) or return_raw
-    gamma: float = DEFAULT_GAMMA  # the discount the sidecar must have been built with
-    target_kind: str = "monte_carlo"  # the return kind the sidecar must hold (values.json kind)
-    value_state: str = "board"  # board: V(s) = E[G_t]; afterstate: V(after move, before spawn)
+    # sidecar column: return_scaled (h-space) or return_raw
+    value_target: str = field(default="return_scaled", metadata={"choices": VALUE_TARGETS})
+    # the discount the sidecar must have been built with
+    gamma: float = field(default=DEFAULT_GAMMA, metadata={"above": 0, "max": 1})
+    # the return kind the sidecar must hold (values.json kind)
+    target_kind: str = field(default="monte_carlo", metadata={"choices": KINDS})
+    # board: V(s) = E[G_t]; afterstate: V(after move, before spawn)
+    value_state: str = field(default="board", metadata={"choices": STATES})
     # afterstate heads: weight of the ranking loss, the cross-entropy of softmax(Q / T) over the
     # legal moves against the recorded move, Q(s, a) = r(s, a) + gamma V(afterstate of a)
     rank_weight: float = 0.0
-    rank_temperature: float = 100.0  # T, in points
+    rank_temperature: float = field(default=100.0, metadata={"above": 0})  # T, in points
     failure_value: float = -800.0  # binned_ev: a legal move valued at most this is FAILURE
     # the policy's target move: the recorded (played) move, or the teacher's, the best of the
     # row's branch_evs (student games of `lab2048 generate --agent`; the recorded move where
     # it is as good, so on the teacher's own games both are the same)
-    policy_label: str = "move"
+    policy_label: str = field(default="move", metadata={"choices": POLICY_LABELS})
 
     def __post_init__(self) -> None:
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"objective.gamma must be in (0, 1], got {self.gamma}")
-        if self.target_kind not in KINDS:
-            raise ValueError(f"objective.target_kind must be one of {KINDS}, got "
-                             f"{self.target_kind!r}")
-        if self.value_state not in STATES:
-            raise ValueError(f"objective.value_state must be one of {STATES}, got "
-                             f"{self.value_state!r}")
+        check_fields(self, "objective.")
         if self.policy_weight < 0 or self.value_weight < 0 or self.rank_weight < 0:
             raise ValueError("objective weights must be non-negative")
         if self.rank_weight > 0 and self.value_state != "afterstate":
             raise ValueError("objective.rank_weight needs objective.value_state = 'afterstate' "
                              "(a board head would need every spawn of every move)")
-        if not self.rank_temperature > 0:
-            raise ValueError(f"objective.rank_temperature must be positive, got "
-                             f"{self.rank_temperature}")
-        if self.policy_label not in POLICY_LABELS:
-            raise ValueError(f"objective.policy_label must be one of {POLICY_LABELS}, got "
-                             f"{self.policy_label!r}")
-        if self.value_target not in VALUE_TARGETS:
-            raise ValueError(f"objective.value_target must be one of {VALUE_TARGETS}, got "
-                             f"{self.value_target!r}")
 
 
 @dataclass
