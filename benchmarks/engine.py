@@ -16,23 +16,20 @@ of --reps runs, C and numba interleaved. Target: every ratio >= 0.5.
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import c_baseline
 import numpy as np
 from numba import njit
 
 from lab2048.engine import kernels as K
 from lab2048.engine import move_all
 from lab2048.play.agents import AGENT_SALT, play_games
-
-HERE = Path(__file__).parent
 
 
 @njit(cache=True)
@@ -82,18 +79,13 @@ def timed(fn):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = c_baseline.parser(__doc__, reps=5)
     ap.add_argument("--boards", type=int, default=1_000_000)
     ap.add_argument("--games", type=int, default=2000)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="tiny sizes: check agreement only")
     args = ap.parse_args()
     if args.quick:
         args.boards, args.games, args.reps = 20_000, 20, 1
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        print("benchmarks/engine.py: gcc not found; cannot build the C baseline", file=sys.stderr)
-        return 2
+    gcc = c_baseline.find_gcc("engine.py")
 
     tables = K.tables()
     boards = collect_boards(args.boards, 10_000, *tables)
@@ -104,8 +96,7 @@ def main() -> int:
     play_games("random", seeds[:2], progress=False)
 
     with tempfile.TemporaryDirectory() as tmp:
-        exe, board_file = Path(tmp) / "engine_ref", Path(tmp) / "boards.u64"
-        subprocess.run([gcc, "-O3", "-o", str(exe), str(HERE / "engine_ref.c")], check=True)
+        exe, board_file = c_baseline.build(gcc, "engine_ref.c", tmp), Path(tmp) / "boards.u64"
         boards.tofile(board_file)
         c_best = {"scalar": float("inf"), "batch": float("inf"), "games": float("inf")}
         nb_best = dict(c_best)

@@ -1,5 +1,5 @@
 /* Shared by the C baselines of benchmarks/engine.py and benchmarks/teacher.py: the line tables
- * of lab2048's engine (kernels.build_tables) and the board transpose.
+ * of lab2048's engine (kernels.build_tables), the board transpose and the table move.
  *
  * move_xor[d][line]: the XOR turning a line into the moved line (Up/Down pre-shifted into column
  * position); line_reward[line]: the merge reward, or -(1 << 24) where two 32768 tiles would
@@ -56,6 +56,23 @@ static inline u64 transpose(u64 x) {
     u64 b1 = a & 0xFF00FF0000FF00FFULL, b2 = a & 0x00FF00FF00000000ULL;
     u64 b3 = a & 0x00000000FF00FF00ULL;
     return b1 | (b2 >> 24) | (b3 << 24);
+}
+
+/* The board after move d (UDLR) and, in lines[], the four lines that moved (the rows for
+ * Left/Right, the columns for Up/Down: indices into line_reward). */
+static inline u64 move_lines(u64 b, int d, u64 lines[4]) {
+    const u64 *t = move_xor[d];
+    u64 out, l0, l1, l2, l3;
+    if (d >= 2) {
+        l0 = (b >> 48) & 0xFFFF; l1 = (b >> 32) & 0xFFFF; l2 = (b >> 16) & 0xFFFF; l3 = b & 0xFFFF;
+        out = b ^ (t[l0] << 48) ^ (t[l1] << 32) ^ (t[l2] << 16) ^ t[l3];
+    } else {
+        u64 x = transpose(b);
+        l0 = (x >> 48) & 0xFFFF; l1 = (x >> 32) & 0xFFFF; l2 = (x >> 16) & 0xFFFF; l3 = x & 0xFFFF;
+        out = b ^ t[l0] ^ (t[l1] >> 4) ^ (t[l2] >> 8) ^ (t[l3] >> 12);
+    }
+    lines[0] = l0; lines[1] = l1; lines[2] = l2; lines[3] = l3;
+    return out;
 }
 
 #endif

@@ -15,22 +15,19 @@ Target: ratio >= 0.5.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import c_baseline
 import numpy as np
 
 from lab2048.teacher import TeacherConfig, play_game, search_boards
 from lab2048.teacher.heuristic import LINE_TABLE
-
-HERE = Path(__file__).parent
 
 
 def collect_boards(games: int, every: int) -> np.ndarray:
@@ -50,20 +47,15 @@ def c_moves(values: np.ndarray, legal: np.ndarray) -> np.ndarray:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = c_baseline.parser(__doc__, reps=3)
     ap.add_argument("--games", type=int, default=4)
     ap.add_argument("--every", type=int, default=5)
     ap.add_argument("--depth", type=int, default=TeacherConfig.depth)
     ap.add_argument("--max-depth", type=int, default=TeacherConfig.max_depth)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="tiny sizes: check agreement only")
     args = ap.parse_args()
     if args.quick:
         args.games, args.every, args.reps = 1, 40, 1
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        print("benchmarks/teacher.py: gcc not found; cannot build the C baseline", file=sys.stderr)
-        return 2
+    gcc = c_baseline.find_gcc("teacher.py")
 
     cfg = TeacherConfig(depth=args.depth, max_depth=max(args.depth, args.max_depth))
     boards = collect_boards(args.games, args.every)
@@ -71,11 +63,9 @@ def main() -> int:
     search_boards(boards[:2], masks[:2], cfg)  # warm up (compile or load the cache)
 
     with tempfile.TemporaryDirectory() as tmp:
-        exe = Path(tmp) / "teacher_ref"
+        exe = c_baseline.build(gcc, "teacher_ref.c", tmp, "-lm")
         table_file, board_file = Path(tmp) / "table.f32", Path(tmp) / "boards.u64"
         values_file = Path(tmp) / "values.f64"
-        subprocess.run([gcc, "-O3", "-o", str(exe), str(HERE / "teacher_ref.c"), "-lm"],
-                       check=True)
         LINE_TABLE.astype("<f4").tofile(table_file)
         boards.astype("<u8").tofile(board_file)
         c_cmd = [str(exe), str(table_file), str(board_file), str(cfg.depth), str(cfg.max_depth),

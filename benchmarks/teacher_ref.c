@@ -40,17 +40,9 @@ static int64_t nodes;
 static int wide_needed;
 
 static inline u64 move(u64 b, int d) {
-    const u64 *t = move_xor[d];
-    u64 out, l0, l1, l2, l3;
-    if (d >= 2) {
-        l0 = (b >> 48) & 0xFFFF; l1 = (b >> 32) & 0xFFFF; l2 = (b >> 16) & 0xFFFF; l3 = b & 0xFFFF;
-        out = b ^ (t[l0] << 48) ^ (t[l1] << 32) ^ (t[l2] << 16) ^ t[l3];
-    } else {
-        u64 x = transpose(b);
-        l0 = (x >> 48) & 0xFFFF; l1 = (x >> 32) & 0xFFFF; l2 = (x >> 16) & 0xFFFF; l3 = x & 0xFFFF;
-        out = b ^ t[l0] ^ (t[l1] >> 4) ^ (t[l2] >> 8) ^ (t[l3] >> 12);
-    }
-    if ((line_reward[l0] | line_reward[l1] | line_reward[l2] | line_reward[l3]) < 0)
+    u64 l[4];
+    u64 out = move_lines(b, d, l);
+    if ((line_reward[l[0]] | line_reward[l[1]] | line_reward[l[2]] | line_reward[l[3]]) < 0)
         wide_needed = 1;
     return out;
 }

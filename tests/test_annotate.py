@@ -220,6 +220,8 @@ def test_gamma_comes_from_the_init_and_a_conflicting_flag_is_one_line(made, tmp_
     assert "records no value target; 1-ply Q uses gamma 0.997" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--init DIR or --server"):
         AnnotateConfig()
+    with pytest.raises(ValueError, match=r"gamma must be in \(0, 1\], got 0"):  # 0 is no "unset"
+        AnnotateConfig(init=str(init), gamma=0.0)
 
 
 def test_binned_ev_and_mse_heads(tmp_path):

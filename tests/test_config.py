@@ -12,6 +12,7 @@ from lab2048.config import (
     add_config_args,
     build_config,
     check_device,
+    check_fields,
     check_table,
     load_config,
 )
@@ -25,7 +26,7 @@ from lab2048.data.config import (
 from lab2048.errors import UserError
 from lab2048.serve.config import ServeConfig
 from lab2048.train.config import TrainConfig, load_train_config
-from lab2048.value_target import DEFAULT_EPSILON
+from lab2048.value_target import DEFAULT_EPSILON, gamma_field
 
 
 def parse(*argv):
@@ -55,6 +56,7 @@ def test_defaults_then_file_then_set_then_flags(tmp_path):
     (["teacher=3"], "--set: teacher must be a table [teacher]"),
     (["games.x=1"], "--set: games must be int, got {'x': 1}"),
     (["games=0"], "games must be at least 1, got 0"),
+    (["label='nobody'"], "label must be one of teacher, got 'nobody'"),  # TOML too
 ])
 def test_bad_set_items_are_one_line_errors(sets, message):
     argv = ["generate", "--out", "x"] + [a for s in sets for a in ("--set", s)]
@@ -111,6 +113,45 @@ def test_options_that_may_stay_unset_and_other_flag_names(tmp_path):
     assert "--lam " not in parser.format_help() and "(default" not in parser.format_help()
     with pytest.raises(UserError, match="gamma must be float"):
         load_config(Optional, None, ["gamma='x'"])
+
+
+@dataclass
+class Ranged:
+    games: int = field(default=1, metadata={"help": "at least one", "min": 1})
+    rate: float = field(default=0.5, metadata={"help": "a fraction", "min": 0, "max": 1})
+    lam: float | None = field(default=None, metadata={"flag": "--lambda", "max": 1})
+    gamma: float | None = gamma_field("the model's")
+    kind: str = field(default="a", metadata={"help": "a or b", "choices": ("a", "b")})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"games": 0}, "games must be at least 1, got 0"),
+    ({"rate": 1.5}, "rate must be in [0, 1], got 1.5"),
+    ({"rate": float("nan")}, "rate must be in [0, 1], got nan"),
+    ({"lam": 2.0}, "--lambda must be at most 1, got 2.0"),
+    ({"gamma": 0.0}, "gamma must be in (0, 1], got 0.0"),  # 0 is a γ, not "unset"
+    ({"gamma": 1.01}, "gamma must be in (0, 1], got 1.01"),
+    ({"kind": "c"}, "kind must be one of a, b, got 'c'"),
+])
+def test_ranges_declared_on_fields_are_checked_with_one_wording(values, message):
+    with pytest.raises(ValueError) as e:
+        Ranged(**values)
+    assert str(e.value) == message
+    with pytest.raises(UserError) as e:  # the same line through the config mechanism
+        load_config(Ranged, None, [f"{k}={v}" for k, v in values.items()])
+    assert str(e.value) == f"--set: {message}"
+
+
+def test_bounds_themselves_and_unset_options_pass():
+    assert Ranged(games=1, rate=0.0, lam=None, gamma=None).gamma is None
+    assert Ranged(rate=1.0, lam=-5.0, gamma=1.0, kind="b").gamma == 1.0
+    bad = Ranged()
+    bad.games = 0
+    with pytest.raises(ValueError, match=r"^section.games must be at least 1, got 0$"):
+        check_fields(bad, "section.")  # a section names its options with its prefix
 
 
 def test_positionals_take_values_from_the_command_line_or_the_file(tmp_path):
@@ -173,7 +214,7 @@ def test_readme_command_table_parses_as_documented():
     (["serve"], "--init DIR is required"),
     (["pack", "--input", "L"], "--input LOGDIR and --out DIR are required"),
     (["value-sidecar"], "the embedded dataset is read-only: pass --output DIR"),
-    (["value-sidecar", "--output", "O", "--workers", "-1"], "workers must be 0 (all cores)"),
+    (["value-sidecar", "--output", "O", "--workers", "-1"], "workers must be at least 0, got -1"),
     (["replay", "--config", "{toml}"], "give at least one FILE"),
 ])
 def test_missing_or_bad_settings_are_one_line_errors(tmp_path, argv, message):

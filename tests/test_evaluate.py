@@ -219,8 +219,9 @@ def test_gamma_comes_from_the_init(init, tmp_path, capsys):
 @pytest.mark.parametrize(("args", "message"), [
     (["--agents", "policy"], "need --init DIR or --server ADDR"),
     (["--agents", "value:depth=7", "--init", "x"], "depth must be in 1..3"),
-    (["--agents", "greedy", "--max-moves", "-1"], "max_moves must be >= 0"),
-    (["--agents", "greedy", "--gamma", "1.5"], "gamma must be in (0, 1]"),
+    (["--agents", "greedy", "--max-moves", "-1"], "max_moves must be at least 0, got -1"),
+    (["--agents", "greedy", "--gamma", "1.5"], "gamma must be in (0, 1], got 1.5"),
+    (["--agents", "greedy", "--gamma", "0"], "gamma must be in (0, 1], got 0.0"),  # not "unset"
     (["--init", "nowhere", "--agents", "policy"], "nowhere: no such model init directory"),
 ])
 def test_one_line_errors(args, message, tmp_path, capsys):
@@ -312,4 +313,4 @@ def test_offline_ranking_on_the_embedded_dataset(init, tmp_path, capsys):
 def test_evaluate_config_defaults():
     cfg = EvaluateConfig(init="x")
     assert [s.name for s in cfg.specs] == ["policy", "value:depth=1", "hybrid:top=2", "greedy"]
-    assert cfg.max_moves == 0 and cfg.gamma == 0.0
+    assert cfg.max_moves == 0 and cfg.gamma is None  # None: the init's γ

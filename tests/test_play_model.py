@@ -90,7 +90,7 @@ def test_play_config_picks_the_agent():
     with pytest.raises(ValueError, match="needs --init"):
         ValueSmokeConfig()
     assert PlayConfig(max_moves=0).max_moves == 0  # no limit, as everywhere in play/
-    with pytest.raises(ValueError, match="max_moves must be >= 0"):
+    with pytest.raises(ValueError, match="max_moves must be at least 0"):
         PlayConfig(max_moves=-1)
 
 

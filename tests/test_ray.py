@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from resume import assert_resumes
 
+import lab2048
 from lab2048.data.config import GenerateConfig
 from lab2048.data.generate import generate, staging_dir
 from lab2048.data.pack import pack
@@ -112,12 +114,7 @@ def test_killed_worker_and_killed_driver_leave_the_same_dataset(head, tmp_path):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    kept = len(list(staging.glob("game-*.npz")))
-    assert 3 <= kept < 10 and not out.exists()
-    resumed = _cli(*args)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming: {kept} of 10 games already played" in resumed.stderr
-    assert f"10 games ({10 - kept} played now)" in resumed.stdout
+    resumed = assert_resumes(_cli, args, out, 3, 10)
     assert f"ray: {head.address}: 1 node(s), 2 CPUs" in resumed.stderr
     local = _cli("generate", "--out", tmp_path / "local", *args[3:-2], "--workers", 2)
     assert local.returncode == 0, local.stderr
@@ -192,7 +189,7 @@ def test_a_node_with_other_lab2048_code_is_refused_in_one_line(head, tmp_path):
     """Ray's job runtime environment (as `ray job submit --runtime-env-json` sets it) starts
     this job's workers on another copy of lab2048 whose code differs from the driver's."""
     other = tmp_path / "other"
-    src = Path(__import__("lab2048").__file__).parent
+    src = Path(lab2048.__file__).parent
     (other / "lab2048").mkdir(parents=True)
     for path in src.glob("*.py"):
         (other / "lab2048" / path.name).write_bytes(path.read_bytes())

@@ -21,9 +21,9 @@ from lab2048.errors import UserError
 from lab2048.model import Model, ModelConfig, ValueHeadConfig, save_init
 from lab2048.serve._proto import generate as gen
 from lab2048.serve._proto import inference_pb2 as pb
-from lab2048.serve._proto import inference_pb2_grpc as pb_grpc
 from lab2048.serve.batcher import Batcher, BatchFailed, ModelRunner
 from lab2048.serve.client import AsyncInferenceClient, InferenceClient, make_request
+from lab2048.serve.rpc import InferenceStub
 from lab2048.serve.server import start_server
 
 TINY = dict(hidden=32, layers=1, heads=4, kv_heads=2, mlp=64)
@@ -231,7 +231,7 @@ def test_bad_requests_get_invalid_argument_and_the_server_keeps_serving():
     async def scenario():
         server = await start_server(model, "127.0.0.1:0", max_batch=64, max_wait_ms=1)
         channel = grpc.aio.insecure_channel(server.address)
-        stub = pb_grpc.InferenceStub(channel)
+        stub = InferenceStub(channel)
         short = pb.InferRequest(items=[pb.BoardItem(id=7, exponents=bytes(15))])
         big = make_request(np.full((2, 16), 3, np.uint8))
         big.items[1].exponents = bytes([17] + [0] * 15)
@@ -440,7 +440,7 @@ def test_undecodable_request_bytes_get_invalid_argument():
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await raw(b"\x0a\xff\x01")  # field 1, length 255, then the bytes end
             errors.append(e.value)
-        ok = await pb_grpc.InferenceStub(channel).Infer(make_request(boards(1)))
+        ok = await InferenceStub(channel).Infer(make_request(boards(1)))
         await channel.close()
         await server.stop(0.5)
         return errors, ok

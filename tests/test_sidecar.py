@@ -410,7 +410,7 @@ def test_workers_must_not_be_negative(tmp_path):
     result = _cli("value-sidecar", "--dataset", tmp_path / "ds", "--output", tmp_path / "sc",
                   "--workers", -1)
     assert result.returncode == 2 and result.stderr == (
-        "lab2048: error: workers must be 0 (all cores) or more, got -1\n")
+        "lab2048: error: workers must be at least 0, got -1\n")
     assert not (tmp_path / "sc").exists()
 
 

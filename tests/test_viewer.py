@@ -123,6 +123,7 @@ def test_missing_annotations_and_sidecar_say_how_to_make_them(data, tmp_path):
     ds, ann_dir, _ = data
     app = ViewerApp(ViewerData(ds))
     _, info = call(app, "/api/info")
+    assert info["move_names"] == ["up", "down", "left", "right"]  # the page names moves by it
     assert "lab2048 annotate --init MODEL" in info["missing"]["annotations"]
     assert "lab2048 value-sidecar --dataset" in info["missing"]["sidecar"]
     _, run = call(app, "/api/runs/1")

@@ -17,9 +17,12 @@ Choices
 - A field typed `X | None` (default None) may stay unset: TOML cannot say None, so it is
   None until a file, `--set` or a flag gives a value.
 - Field metadata besides "help": "metavar", "choices" (also given to argparse), "flag"
-  (another flag name, e.g. "--lambda" for a field `lam`), and "positional": True for a
+  (another flag name, e.g. "--lambda" for a field `lam`), "positional": True for a
   positional argument (`list[str]` fields take any number of values; the config's own check
-  says how many it needs, so a file can give them too).
+  says how many it needs, so a file can give them too), and a number's range: "min" (at
+  least), "above" (more than), "max" (at most). `check_fields(self)` at the start of the
+  dataclass's `__post_init__` checks "choices" and ranges, whichever way the value came (one
+  rule and one wording for every bound and every list of choices).
 - Unknown keys and wrong types are one-line UserErrors naming the file (or `--set`) and the
   key; values are validated in each dataclass's `__post_init__` (raise ValueError), which
   `build_config` turns into a one-line UserError.
@@ -52,6 +55,33 @@ def check_device(device: str) -> None:
     kind, sep, index = device.partition(":")
     if kind not in DEVICES or (sep and not (kind == "cuda" and index.isdigit())):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+def check_fields(cfg, prefix: str = "") -> None:
+    """ValueError naming the first option of `cfg` (a config dataclass; its own fields, not
+    its sections') that its metadata refuses: a value outside "choices", or a number outside
+    its range ("min", "above", "max"). The option is named by prefix + its field name, or by
+    its "flag"; an unset (None) option passes, NaN never does."""
+    for f in dataclasses.fields(cfg):
+        meta, value = f.metadata, getattr(cfg, f.name)
+        name = meta.get("flag", prefix + f.name)
+        if value is None:
+            continue
+        if "choices" in meta and value not in meta["choices"]:
+            raise ValueError(f"{name} must be one of {', '.join(map(str, meta['choices']))}, "
+                             f"got {value!r}")
+        if {"min", "above", "max"} & meta.keys() and not (
+                value >= meta.get("min", value) and value <= meta.get("max", value)
+                and ("above" not in meta or value > meta["above"])):
+            raise ValueError(f"{name} must be {_range_words(meta)}, got {value}")
+
+
+def _range_words(meta) -> str:
+    low = (f"[{meta['min']}" if "min" in meta else f"({meta['above']}" if "above" in meta
+           else None)
+    if "max" not in meta:
+        return f"at least {meta['min']}" if "min" in meta else f"above {meta['above']}"
+    return f"at most {meta['max']}" if low is None else f"in {low}, {meta['max']}]"
 
 
 DEFAULT_INIT = "default"  # the value of an init option that names the shipped model

@@ -17,6 +17,9 @@ Choices
   a model's value), "lambda" (TD(λ) returns bootstrapped on a model's values), "td" (self-play
   temporal differences). `n` and `lam` say which, `bootstrap` names the bootstrapping model by
   its weights' fingerprint, `sidecar` the sidecar's fingerprint.
+- A command's `--gamma` option is `gamma_field(...)`: None when not given (not 0 or any other
+  sentinel), meaning the γ of the model's value-target.json (else what the command says),
+  and a given γ must agree with a recorded one (`check_gamma`).
 - Standard library only: the command line reads it before importing torch.
 """
 
@@ -91,6 +94,14 @@ class ValueTarget:
             raise UserError(f"{source}: the value head was trained for gamma {self.gamma}, "
                             f"not {gamma} (drop --gamma or pass {self.gamma})")
         return self.gamma
+
+
+def gamma_field(unset: str) -> dataclasses.Field:
+    """A config's `gamma: float | None` option: None until given, then a γ in (0, 1]
+    (lab2048.config.check_fields); `unset` says in the help what None means."""
+    return dataclasses.field(default=None, metadata={
+        "help": f"discount γ in (0, 1] (unset: {unset}); a γ other than the one the value "
+                "head records is refused", "above": 0, "max": 1})
 
 
 def read_value_target(init_dir: str | Path) -> ValueTarget | None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab2048.config import DEVICE_HELP, check_device
+from lab2048.config import DEVICE_HELP, check_device, check_fields
 from lab2048.scale import RAY_GPUS_HELP, RAY_HELP
+from lab2048.value_target import DEFAULT_GAMMA, gamma_field
 
 DEFAULT_PORT = 8048
 
@@ -28,33 +29,26 @@ class AnnotateConfig:
         "help": "SQL condition on metadata.db's runs (e.g. 'highest_tile >= 8192'); other "
                 "runs keep their rows, marked as not annotated"})
     batch: int = field(default=4096, metadata={
-        "help": "steps per chunk, and boards per forward pass"})
+        "help": "steps per chunk, and boards per forward pass", "min": 1})
     device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     threads: int = field(default=0, metadata={
-        "help": "torch CPU threads of an in-process model (0: torch's default)"})
+        "help": "torch CPU threads of an in-process model (0: torch's default)", "min": 0})
     value_sidecar: bool = field(default=True, metadata={
         "help": "write the value annotations (value, 1-ply Q of each move, atom "
                 "probabilities) beside the policy ones"})
-    gamma: float = field(default=0.0, metadata={
-        "help": "discount of the 1-ply Q, only for an init that records no value target "
-                "(0: the --sidecar's gamma, else 0.997)"})
+    gamma: float | None = gamma_field(
+        f"the init's value-target.json; for an init that records none, the --sidecar's, else "
+        f"{DEFAULT_GAMMA}")
     ray: str = field(default="", metadata={"help": RAY_HELP, "metavar": "ADDRESS"})
-    ray_gpus: float = field(default=0.0, metadata={"help": RAY_GPUS_HELP})
+    ray_gpus: float = field(default=0.0, metadata={"help": RAY_GPUS_HELP, "min": 0})
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not (self.init or self.server):
             raise ValueError("annotate needs --init DIR or --server ADDR")
         if self.ray and (self.server or not self.init):
             raise ValueError("--ray sends the model to the cluster: give --init DIR, not "
                              "--server")
-        if self.ray_gpus < 0:
-            raise ValueError(f"ray_gpus must be 0 or more, got {self.ray_gpus}")
-        if self.batch < 1:
-            raise ValueError(f"batch must be at least 1, got {self.batch}")
-        if self.threads < 0:
-            raise ValueError(f"threads must be 0 or more, got {self.threads}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in (0, 1] (0: unset), got {self.gamma}")
         check_device(self.device)
 
 
@@ -68,8 +62,8 @@ class ViewConfig:
         "help": "value sidecar directory (default: the dataset's, if it holds one)"})
     host: str = field(default="127.0.0.1", metadata={
         "help": "address to listen on (loopback by default: the viewer has no login)"})
-    port: int = field(default=DEFAULT_PORT, metadata={"help": "TCP port"})
+    port: int = field(default=DEFAULT_PORT, metadata={"help": "TCP port", "min": 0,
+                                                      "max": 65535})
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port < 65536:
-            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        check_fields(self)

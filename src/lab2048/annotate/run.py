@@ -183,13 +183,14 @@ def _file_sha256(path: Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def resolve_gamma(target: ValueTarget | None, flag: float, sidecar: str,
+def resolve_gamma(target: ValueTarget | None, flag: float | None, sidecar: str,
                   source: str) -> tuple[float, str]:
     """(γ, where it came from): the init's value target (a different --gamma is an error),
-    else --gamma, else the sidecar's values.json, else DEFAULT_GAMMA with a note."""
+    else --gamma (None: not given), else the sidecar's values.json, else DEFAULT_GAMMA with a
+    note."""
     if target is not None:
-        return target.check_gamma(flag or None, source), "init"
-    if flag:
+        return target.check_gamma(flag, source), "init"
+    if flag is not None:
         return flag, "flag"
     if sidecar:
         from lab2048.data.sidecar import read_meta

@@ -5,35 +5,65 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lab2048.config import check_device, check_fields
+from lab2048.play.config import parse_agent
 from lab2048.scale import RAY_HELP
 from lab2048.teacher.config import TeacherConfig
-from lab2048.value_target import DEFAULT_EPSILON, DEFAULT_GAMMA
+from lab2048.value_target import DEFAULT_EPSILON, DEFAULT_GAMMA, gamma_field
+
+LABELS = ("teacher",)  # who labels an agent's states (the generate teacher's settings)
 
 
 @dataclass
 class GenerateConfig:
     out: str = field(default="", metadata={"help": "dataset directory to write (required)"})
-    games: int = field(default=16, metadata={"help": "number of games"})
+    games: int = field(default=16, metadata={"help": "number of games", "min": 1})
     seed: int = field(default=0, metadata={"help": "game i plays seed + i (run id i + 1)"})
-    workers: int = field(default=0, metadata={"help": "worker processes (0: all cores)"})
-    shard_rows: int = field(default=1 << 20, metadata={"help": "rows per steps shard"})
-    max_moves: int = field(default=0, metadata={"help": "moves per game at most (0: no limit)"})
+    workers: int = field(default=0, metadata={"help": "worker processes (0: all cores)",
+                                              "min": 0})
+    shard_rows: int = field(default=1 << 20, metadata={"help": "rows per steps shard", "min": 1})
+    max_moves: int = field(default=0, metadata={"help": "moves per game at most (0: no limit)",
+                                                "min": 0})
     ray: str = field(default="", metadata={"help": RAY_HELP, "metavar": "ADDRESS"})
+    agent: str = field(default="", metadata={
+        "help": "who plays: '' the teacher; else an agent spec (policy, value:depth=1, "
+                "hybrid:top=2, greedy, ...) whose every visited state the teacher labels",
+        "metavar": "SPEC"})
+    init: str = field(default="", metadata={
+        "help": "the model a policy/value/hybrid --agent plays ('default': the shipped one)",
+        "metavar": "DIR"})
+    label: str = field(default="teacher", metadata={
+        "help": "who gives an --agent's states their per-move values and move",
+        "choices": LABELS})
+    include: str = field(default="", metadata={
+        "help": "a dataset whose runs are copied first (an --agent's runs follow, source "
+                "'agent:SPEC': training chooses the mix by SQL over runs)", "metavar": "DIR"})
+    include_where: str = field(default="", metadata={
+        "help": "SQL over --include's runs table choosing the runs copied ('': all)",
+        "metavar": "SQL"})
+    device: str = field(default="cpu", metadata={"help": "torch device of an --agent's model"})
+    threads: int = field(default=1, metadata={
+        "help": "torch CPU threads of an --agent's model (0: torch's default)", "min": 0})
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     def __post_init__(self) -> None:
         if not self.out:
             raise ValueError("--out DIR is required")
-        if self.games < 1:
-            raise ValueError(f"games must be at least 1, got {self.games}")
+        check_fields(self)
+        if self.agent:
+            spec = parse_agent(self.agent)
+            if spec.kind == "teacher":
+                raise ValueError("the teacher plays when --agent is not given")
+            if spec.uses_model and not self.init:
+                raise ValueError(f"agent {spec.name} needs --init DIR")
+            self.agent = spec.name
+        elif self.init or self.include:
+            raise ValueError("--init and --include go with --agent SPEC")
+        if self.include_where and not self.include:
+            raise ValueError("--include-where goes with --include DIR")
+        check_device(self.device)
         if not (self.seed >= 0 and self.seed + self.games <= 1 << 63):
             raise ValueError(f"seeds must lie in 0..2^63-1, got seed {self.seed}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be 0 (all cores) or more, got {self.workers}")
-        if self.shard_rows < 1:
-            raise ValueError(f"shard_rows must be at least 1, got {self.shard_rows}")
-        if self.max_moves < 0:
-            raise ValueError(f"max_moves must be 0 (no limit) or more, got {self.max_moves}")
 
 
 PACK_FORMATS = ("macroxue-jsonl", "macroxue-text")
@@ -51,20 +81,15 @@ class PackConfig:
                                            "metavar": "DIR"})
     format: str = field(default=PACK_FORMATS[0], metadata={
         "help": "input format", "choices": PACK_FORMATS})
-    workers: int = field(default=0, metadata={"help": "worker processes (0: all cores)"})
-    shard_rows: int = field(default=1 << 20, metadata={"help": "rows per steps shard"})
+    workers: int = field(default=0, metadata={"help": "worker processes (0: all cores)",
+                                              "min": 0})
+    shard_rows: int = field(default=1 << 20, metadata={"help": "rows per steps shard", "min": 1})
     ray: str = field(default="", metadata={"help": RAY_HELP, "metavar": "ADDRESS"})
 
     def __post_init__(self) -> None:
         if not (self.input and self.out):
             raise ValueError("--input LOGDIR and --out DIR are required")
-        if self.format not in PACK_FORMATS:
-            raise ValueError(f"format must be one of {', '.join(PACK_FORMATS)}, "
-                             f"got {self.format!r}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be 0 (all cores) or more, got {self.workers}")
-        if self.shard_rows < 1:
-            raise ValueError(f"shard_rows must be at least 1, got {self.shard_rows}")
+        check_fields(self)
 
 
 @dataclass
@@ -76,36 +101,30 @@ class ValueSidecarConfig:
 
     dataset: str = field(default="", metadata={
         "help": "packed dataset ('': the small one embedded in the package)", "metavar": "DIR"})
-    gamma: float | None = field(default=None, metadata={
-        "help": f"discount (default: a bootstrapping model's, else {DEFAULT_GAMMA})"})
+    gamma: float | None = gamma_field(
+        f"the --bootstrap model's value-target.json, else {DEFAULT_GAMMA}")
     reward_scale: float = field(default=1.0, metadata={
         "help": "reward_scaled = reward x this"})
     epsilon: float = field(default=DEFAULT_EPSILON, metadata={
         "help": "eps of the h transform of return_scaled"})
-    workers: int = field(default=0, metadata={"help": "threads (0: all cores)"})
+    workers: int = field(default=0, metadata={"help": "threads (0: all cores)", "min": 0})
     output: str = field(default="", metadata={
         "help": "where values-NNNNN.npy and values.json go ('': the dataset)", "metavar": "DIR"})
     bootstrap: str = field(default="", metadata={
         "help": "model init whose value head bootstraps the target (with --n-step or --lambda)",
         "metavar": "INIT"})
     n_step: int | None = field(default=None, metadata={
-        "help": "n-step returns: N rewards, then gamma^N V(board N steps on)", "metavar": "N"})
+        "help": "n-step returns: N rewards, then gamma^N V(board N steps on)", "metavar": "N",
+        "min": 1})
     lam: float | None = field(default=None, metadata={
         "help": "TD(lambda) returns bootstrapped on the model's values", "flag": "--lambda",
-        "metavar": "L"})
+        "metavar": "L", "min": 0, "max": 1})
 
     def __post_init__(self) -> None:
-        if self.workers < 0:
-            raise ValueError(f"workers must be 0 (all cores) or more, got {self.workers}")
+        check_fields(self)
         if not (self.dataset or self.output):
             raise ValueError("the embedded dataset is read-only: pass --output DIR for its "
                              "sidecar")
-        if self.gamma is not None and not 0 < self.gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
-        if self.n_step is not None and self.n_step < 1:
-            raise ValueError(f"--n-step must be at least 1, got {self.n_step}")
-        if self.lam is not None and not 0 <= self.lam <= 1:
-            raise ValueError(f"--lambda must be in [0, 1], got {self.lam}")
         if (self.bootstrap or self.n_step is not None or self.lam is not None) and (
                 not self.bootstrap or (self.n_step is None) == (self.lam is None)):
             raise ValueError("a bootstrapped target needs --bootstrap INIT and one of --n-step N "

@@ -345,6 +345,12 @@ def read_runs(path: Path, columns: tuple[str, ...] = RUN_COLUMNS) -> dict[str, n
     return {name: arr[:, i].copy() for i, name in enumerate(columns)}
 
 
+def read_run_table(path: Path) -> list[Run]:
+    """Every row of the runs table, sorted by id."""
+    return [Run(*row) for row in _query(path, "SELECT id, seed, steps, max_score, highest_tile, "
+                                              "end_reason, source FROM runs ORDER BY id")]
+
+
 def _read_metadata(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(runs as column arrays sorted by id, session dict)."""
     runs = read_runs(path)

@@ -38,7 +38,14 @@ from pathlib import Path
 import numpy as np
 
 from lab2048.data.config import GenerateConfig
-from lab2048.data.dataset import STEP_DTYPE, DatasetWriter, Run, make_rows
+from lab2048.data.dataset import STEP_DTYPE, Dataset, DatasetWriter, Run, make_rows
+from lab2048.data.student import (
+    SOURCE_PREFIX,
+    copy_runs,
+    included,
+    play_students,
+    weights_fingerprint,
+)
 from lab2048.data.workers import process_pool
 from lab2048.engine.conventions import EndReason
 from lab2048.errors import UserError
@@ -54,8 +61,14 @@ def staging_dir(out: Path) -> Path:
 
 def _settings(cfg: GenerateConfig) -> dict:
     """What makes the games what they are (not where they go or how many processes play)."""
-    return {"staging_version": STAGING_VERSION, "seed": cfg.seed, "games": cfg.games,
-            "max_moves": cfg.max_moves, "teacher": dataclasses.asdict(cfg.teacher)}
+    settings = {"staging_version": STAGING_VERSION, "seed": cfg.seed, "games": cfg.games,
+                "max_moves": cfg.max_moves, "teacher": dataclasses.asdict(cfg.teacher)}
+    if cfg.agent:
+        settings |= {"agent": cfg.agent, "label": cfg.label,
+                     "weights": weights_fingerprint(cfg.init) if cfg.init else "",
+                     "include": str(Path(cfg.include).resolve()) if cfg.include else "",
+                     "include_where": cfg.include_where}
+    return settings
 
 
 def _game_path(staging: Path, index: int) -> Path:
@@ -96,8 +109,10 @@ def stage_game(staging: Path, index: int, arrays: dict) -> int:
     return len(arrays["rows"])
 
 
-def _load_game(staging: Path, index: int) -> tuple[np.ndarray, np.ndarray, float, int] | None:
-    """(rows, meta, seconds, nodes) of a staged game, or None if it is damaged."""
+def _load_game(staging: Path, index: int, first_id: int = 0
+               ) -> tuple[np.ndarray, np.ndarray, float, int] | None:
+    """(rows, meta, seconds, nodes) of a staged game (run id first_id + index + 1), or None
+    if it is damaged."""
     try:
         with np.load(_game_path(staging, index)) as z:
             rows, meta = z["rows"], z["meta"]
@@ -105,11 +120,12 @@ def _load_game(staging: Path, index: int) -> tuple[np.ndarray, np.ndarray, float
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
         return None
     ok = (rows.dtype == STEP_DTYPE and rows.ndim == 1 and meta.shape == (4,)
-          and (rows["run_id"] == index + 1).all() and int(meta[3]) in set(EndReason))
+          and (rows["run_id"] == first_id + index + 1).all() and int(meta[3]) in set(EndReason))
     return (rows, meta, seconds, nodes) if ok else None
 
 
-def _prepare_staging(cfg: GenerateConfig, out: Path, overwrite: bool) -> tuple[Path, set[int]]:
+def _prepare_staging(cfg: GenerateConfig, out: Path, overwrite: bool,
+                     first_id: int = 0) -> tuple[Path, set[int]]:
     """The staging directory (created or resumed) and the indices of games already finished."""
     staging = staging_dir(out)
     settings = _settings(cfg)
@@ -132,6 +148,8 @@ def _prepare_staging(cfg: GenerateConfig, out: Path, overwrite: bool) -> tuple[P
     for stale in staging.glob(".game-*.tmp"):
         stale.unlink()
     done = {int(p.stem.split("-")[1]) for p in staging.glob("game-*.npz")}
+    if cfg.agent:  # a damaged student game is played again now (teacher games: at assembly)
+        done = {i for i in done if _load_game(staging, i, first_id) is not None}
     return staging, {i for i in done if i < cfg.games}
 
 
@@ -140,10 +158,14 @@ def generate(cfg: GenerateConfig, overwrite: bool = False, progress: bool = True
     out = Path(cfg.out)
     if cfg.workers < 0:
         raise UserError(f"workers must be 0 (all cores) or more, got {cfg.workers}")
-    claim_dir(out, overwrite, marker="metadata.db", kind="dataset")
+    if cfg.agent and cfg.ray:
+        raise UserError("--ray plays teacher games only (not --agent)")
+    claim_dir(out, overwrite, marker="metadata.db", kind="dataset",
+              inputs=(Path(cfg.include),) if cfg.include else ())
+    include, first_id = included(cfg)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging, done = _prepare_staging(cfg, out, overwrite)
+        staging, done = _prepare_staging(cfg, out, overwrite, first_id)
     except OSError as e:
         raise UserError(f"{out}: cannot prepare the staging directory ({e})") from None
     todo = [i for i in range(cfg.games) if i not in done]
@@ -154,13 +176,20 @@ def generate(cfg: GenerateConfig, overwrite: bool = False, progress: bool = True
         print(f"resuming: {len(done)} of {cfg.games} games already played", file=sys.stderr)
     with progress_bar(progress, total=cfg.games, initial=len(done), unit="game",
                       desc="generate") as bar:
-        if todo and cfg.ray:  # --- Ray
+        def counted(n: int) -> None:
+            nonlocal moves
+            moves += n
+            bar.update(1)
+            bar.set_postfix(moves_per_s=f"{moves / (time.perf_counter() - start):,.0f}",
+                            refresh=False)
+
+        if todo and cfg.agent:
+            play_students(cfg, todo, first_id, lambda i, arrays: stage_game(staging, i, arrays),
+                          counted)
+        elif todo and cfg.ray:  # --- Ray
             with contextlib.closing(_played_on_ray(cfg, todo, staging)) as finished:
                 for n in finished:
-                    moves += n
-                    bar.update(1)
-                    rate = moves / (time.perf_counter() - start)
-                    bar.set_postfix(moves_per_s=f"{rate:,.0f}", refresh=False)
+                    counted(n)
         elif todo:
             with process_pool(workers) as pool:
                 pending = set()
@@ -173,16 +202,12 @@ def generate(cfg: GenerateConfig, overwrite: bool = False, progress: bool = True
                 while pending:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        _, n = future.result()
-                        moves += n
-                        bar.update(1)
-                        rate = moves / (time.perf_counter() - start)
-                        bar.set_postfix(moves_per_s=f"{rate:,.0f}", refresh=False)
+                        counted(future.result()[1])
                         index = next(queue, None)
                         if index is not None:
                             pending.add(pool.submit(play_one, index, cfg.seed + index,
                                                     cfg.teacher, cfg.max_moves, staging))
-    return _assemble(cfg, out, staging, overwrite, played=len(todo),
+    return _assemble(cfg, out, staging, overwrite, include, first_id, played=len(todo),
                      seconds=time.perf_counter() - start, moves_played=moves)
 
 
@@ -199,15 +224,24 @@ def _played_on_ray(cfg: GenerateConfig, todo: list[int], staging: Path):
 # --- end Ray
 
 
-def _assemble(cfg: GenerateConfig, out: Path, staging: Path, overwrite: bool, played: int,
-              seconds: float, moves_played: int) -> dict:
+def _assemble(cfg: GenerateConfig, out: Path, staging: Path, overwrite: bool,
+              include: Dataset | None, first_id: int, played: int, seconds: float,
+              moves_played: int) -> dict:
     session = {"source": "lab2048 generate", "teacher": json.dumps(dataclasses.asdict(cfg.teacher)),
                "seed": str(cfg.seed), "games": str(cfg.games), "max_moves": str(cfg.max_moves)}
-    scores, highest, search_seconds, nodes = [], [], 0.0, 0
-    with DatasetWriter(out, session=session, overwrite=overwrite,
-                       shard_rows=cfg.shard_rows) as writer:
+    if cfg.agent:
+        session |= {"agent": cfg.agent, "init": cfg.init, "label": cfg.label,
+                    "include": cfg.include}
+    scores, highest, search_seconds, nodes, searched = [], [], 0.0, 0, 0
+    with DatasetWriter(out, session=session, overwrite=overwrite, shard_rows=cfg.shard_rows,
+                       inputs=(include.root,) if include else ()) as writer:
+        if include is not None:
+            copy_runs(include, writer, cfg.include_where)
         for index in range(cfg.games):
-            game = _load_game(staging, index)
+            game = _load_game(staging, index, first_id)
+            if game is None and cfg.agent:
+                raise UserError(f"{_game_path(staging, index)}: damaged after it was played; "
+                                "run the command again to play it again")
             if game is None:
                 print(f"{_game_path(staging, index)}: damaged; playing game {index} again",
                       file=sys.stderr)
@@ -219,23 +253,27 @@ def _assemble(cfg: GenerateConfig, out: Path, staging: Path, overwrite: bool, pl
             rows, meta, seconds_, nodes_ = game
             search_seconds += seconds_
             nodes += nodes_
+            searched += len(rows)
             seed, score, tile, end = (int(x) for x in meta)
-            writer.add_run(Run(id=index + 1, seed=seed, steps=len(rows), max_score=score,
-                               highest_tile=tile, end_reason=EndReason(end).label), rows)
+            source = f"{SOURCE_PREFIX}{cfg.agent}" if cfg.agent else ""
+            writer.add_run(Run(id=first_id + index + 1, seed=seed, steps=len(rows),
+                               max_score=score, highest_tile=tile,
+                               end_reason=EndReason(end).label, source=source), rows)
             scores.append(score)
             highest.append(tile)
         steps = writer.rows
     shutil.rmtree(staging, ignore_errors=True)
     return {"out": str(out), "games": cfg.games, "played_now": played, "steps": steps,
             "seconds": seconds, "moves_per_s_now": moves_played / seconds if seconds else 0.0,
-            "search_seconds": search_seconds, "nodes": nodes,
+            "search_seconds": search_seconds, "nodes": nodes, "searched_steps": searched,
             "mean_score": float(np.mean(scores)), "highest_tiles": highest}
 
 
 def format_summary(summary: dict) -> str:
     tiles, counts = np.unique(summary["highest_tiles"], return_counts=True)
     reach = ", ".join(f"{int(t)}: {c}" for t, c in zip(tiles, counts, strict=True))
-    speed = summary["steps"] / summary["search_seconds"] if summary["search_seconds"] else 0.0
+    seconds = summary["search_seconds"]
+    speed = summary["searched_steps"] / seconds if seconds else 0.0
     return (f"{summary['out']}: {summary['games']} games ({summary['played_now']} played now), "
             f"{summary['steps']:,} steps; mean score {summary['mean_score']:,.0f}; "
             f"highest tiles {reach}; teacher {speed:,.0f} moves/s per worker")

@@ -17,14 +17,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from lab2048.config import DEVICE_HELP, check_device, check_fields
 from lab2048.engine.conventions import NO_MOVE_LIMIT
 from lab2048.scale import RAY_GPUS_HELP, RAY_HELP
 from lab2048.teacher.config import TeacherConfig
-from lab2048.value_target import DEFAULT_GAMMA
+from lab2048.value_target import DEFAULT_GAMMA, gamma_field
 
 BASELINES = ("random", "greedy", "corner")  # the compiled baselines (agents.py)
 MODEL_AGENT = "model"  # lab2048 play's name for the policy (--init or --server)
-DEVICES = ("cpu", "cuda")
 OPTIONS = {"policy": {}, "value": {"depth": int}, "hybrid": {"top": int, "p": float, "depth": int},
            "teacher": {"depth": int, "max_depth": int}, **{b: {} for b in BASELINES}}
 MAX_SEARCH_DEPTH = 3  # value search plies: each one multiplies the leaves by about 30
@@ -119,28 +119,19 @@ def parse_agents(text: str) -> list[AgentSpec]:
     return specs
 
 
-def _check_device(device: str) -> None:
-    if device.split(":")[0] not in DEVICES:
-        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
-
-
-def _check_seeds(seed: int, games: int) -> None:
-    if games < 1:
-        raise ValueError(f"games must be at least 1, got {games}")
-    if not (seed >= 0 and seed + games <= 1 << 64):
-        raise ValueError(f"seeds must lie in 0..2^64-1, got seed {seed}")
-
-
-def _check_gamma(gamma: float) -> None:
-    if not (gamma == 0 or 0 < gamma <= 1):
-        raise ValueError(f"gamma must be in (0, 1], or 0 for the init's own, got {gamma}")
+def _check(cfg) -> None:
+    """The checks every play config shares: ranges, seeds and device."""
+    check_fields(cfg)
+    if not (cfg.seed >= 0 and cfg.seed + cfg.games <= 1 << 64):
+        raise ValueError(f"seeds must lie in 0..2^64-1, got seed {cfg.seed}")
+    check_device(cfg.device)
 
 
 _THREADS_HELP = ("torch CPU threads of an in-process model (0: torch's default); one thread "
                  "avoids stalls on shared cores")
-_GAMMA_HELP = ("discount of the value head; 0: the one its init records (value-target.json), "
-               f"or {DEFAULT_GAMMA} for an init that records none. A γ other than the recorded "
-               "one is refused")
+_GAMMA_UNSET = (f"the one the init records (value-target.json, or the server's Describe), "
+                f"else {DEFAULT_GAMMA}")
+_MAX_MOVES = {"help": "moves per game at most (0: no limit)", "min": 0}
 
 
 @dataclass
@@ -148,17 +139,16 @@ class PlayConfig:
     agent: str = field(default="", metadata={
         "help": f"one of {', '.join((*BASELINES, MODEL_AGENT))} ('': model with --init or "
         "--server, else greedy)"})
-    games: int = field(default=16, metadata={"help": "number of games"})
+    games: int = field(default=16, metadata={"help": "number of games", "min": 1})
     seed: int = field(default=0, metadata={"help": "game i plays seed + i"})
-    max_moves: int = field(default=NO_MOVE_LIMIT, metadata={
-        "help": "moves per game at most (0: no limit)"})
+    max_moves: int = field(default=NO_MOVE_LIMIT, metadata=_MAX_MOVES)
     out: str = field(default="", metadata={
         "help": "directory for games.csv, summary.json and scores.png ('' prints only)"})
     init: str = field(default="", metadata={"help": "model init directory (agent model)"})
     server: str = field(default="", metadata={
         "help": "inference server HOST:PORT or unix:PATH (agent model, played remotely)"})
-    device: str = field(default="cpu", metadata={"help": "torch device of an in-process model"})
-    threads: int = field(default=1, metadata={"help": _THREADS_HELP})
+    device: str = field(default="cpu", metadata={"help": DEVICE_HELP})
+    threads: int = field(default=1, metadata={"help": _THREADS_HELP, "min": 0})
 
     def __post_init__(self) -> None:
         if not self.agent:
@@ -170,10 +160,7 @@ class PlayConfig:
             raise ValueError("agent model needs --init DIR or --server ADDR")
         if self.agent != MODEL_AGENT and (self.init or self.server):
             raise ValueError(f"--init and --server play the model, not agent {self.agent}")
-        _check_seeds(self.seed, self.games)
-        if self.max_moves < 0:
-            raise ValueError(f"max_moves must be >= 0 (0: no limit), got {self.max_moves}")
-        _check_device(self.device)
+        _check(self)
 
     @property
     def spec(self) -> AgentSpec:
@@ -188,13 +175,12 @@ class EvaluateConfig:
     init: str = field(default="", metadata={"help": "model init directory"})
     server: str = field(default="", metadata={
         "help": "play the model through this inference server (HOST:PORT or unix:PATH)"})
-    games: int = field(default=32, metadata={"help": "games per agent"})
+    games: int = field(default=32, metadata={"help": "games per agent", "min": 1})
     seed: int = field(default=0, metadata={"help": "game i plays seed + i, for every agent"})
-    max_moves: int = field(default=NO_MOVE_LIMIT, metadata={
-        "help": "moves per game at most (0: no limit)"})
-    gamma: float = field(default=0.0, metadata={"help": _GAMMA_HELP})
-    device: str = field(default="cpu", metadata={"help": "torch device of an in-process model"})
-    threads: int = field(default=1, metadata={"help": _THREADS_HELP})
+    max_moves: int = field(default=NO_MOVE_LIMIT, metadata=_MAX_MOVES)
+    gamma: float | None = gamma_field(_GAMMA_UNSET)
+    device: str = field(default="cpu", metadata={"help": DEVICE_HELP})
+    threads: int = field(default=1, metadata={"help": _THREADS_HELP, "min": 0})
     out: str = field(default="runs/evaluate", metadata={
         "help": "directory for games.csv, summary.json and agents.png (offline: ranking.json)"})
     resume: bool = field(default=False, metadata={
@@ -204,32 +190,25 @@ class EvaluateConfig:
         "of playing"})
     sidecar: str = field(default="", metadata={
         "help": "offline: the value sidecar (default: the dataset's own, if it has one)"})
-    rows: int = field(default=1000, metadata={"help": "offline: evenly spaced positions"})
+    rows: int = field(default=1000, metadata={"help": "offline: evenly spaced positions",
+                                              "min": 1})
     where: str = field(default="", metadata={
         "help": "offline: SQL over the runs table choosing the runs (e.g. held-out ones)"})
     ray: str = field(default="", metadata={"help": RAY_HELP, "metavar": "ADDRESS"})
-    ray_gpus: float = field(default=0.0, metadata={"help": RAY_GPUS_HELP})
+    ray_gpus: float = field(default=0.0, metadata={"help": RAY_GPUS_HELP, "min": 0})
 
     def __post_init__(self) -> None:
         self.specs = parse_agents(self.agents)
         if self.ray and (self.server or self.dataset):
             raise ValueError("--ray plays games with the model sent to the cluster: give "
                              "--init DIR, not --server, and no --dataset")
-        if self.ray_gpus < 0:
-            raise ValueError(f"ray_gpus must be 0 or more, got {self.ray_gpus}")
         if any(s.uses_model for s in self.specs) and not (self.init or self.server):
             raise ValueError("agents policy, value and hybrid need --init DIR or --server ADDR")
         if self.dataset and not (self.init or self.server):
             raise ValueError("--dataset scores a model: pass --init DIR or --server ADDR")
-        _check_seeds(self.seed, self.games)
-        if self.max_moves < 0:
-            raise ValueError(f"max_moves must be >= 0 (0: no limit), got {self.max_moves}")
-        if self.rows < 1:
-            raise ValueError(f"rows must be at least 1, got {self.rows}")
         if self.sidecar and not self.dataset:
             raise ValueError("--sidecar goes with --dataset")
-        _check_gamma(self.gamma)
-        _check_device(self.device)
+        _check(self)
 
     def settings(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -240,20 +219,16 @@ class ValueSmokeConfig:
     init: str = field(default="", metadata={"help": "model init directory (with a value head)"})
     server: str = field(default="", metadata={
         "help": "play through this inference server instead of in process"})
-    games: int = field(default=8, metadata={"help": "rollouts"})
+    games: int = field(default=8, metadata={"help": "rollouts", "min": 1})
     seed: int = field(default=0, metadata={"help": "rollout i plays seed + i"})
-    gamma: float = field(default=0.0, metadata={"help": _GAMMA_HELP})
-    moves: int = field(default=400, metadata={"help": "moves per rollout at most"})
-    device: str = field(default="cpu", metadata={"help": "torch device of an in-process model"})
-    threads: int = field(default=1, metadata={"help": _THREADS_HELP})
+    gamma: float | None = gamma_field(_GAMMA_UNSET)
+    moves: int = field(default=400, metadata={"help": "moves per rollout at most", "min": 1})
+    device: str = field(default="cpu", metadata={"help": DEVICE_HELP})
+    threads: int = field(default=1, metadata={"help": _THREADS_HELP, "min": 0})
     out: str = field(default="runs/value-smoke", metadata={
         "help": "directory for value-smoke.json, steps.csv and value-smoke.png"})
 
     def __post_init__(self) -> None:
         if not (self.init or self.server):
             raise ValueError("value-smoke needs --init DIR (or --server ADDR)")
-        _check_seeds(self.seed, self.games)
-        _check_gamma(self.gamma)
-        if self.moves < 1:
-            raise ValueError(f"moves must be at least 1, got {self.moves}")
-        _check_device(self.device)
+        _check(self)

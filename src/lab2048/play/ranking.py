@@ -105,7 +105,7 @@ def run_ranking(cfg, overwrite: bool = False) -> dict:
         uses_value = any(s.uses_value for s in cfg.specs) or returns is not None
         gamma, afterstate = 0.0, False
         if uses_value and predictor.has_value:
-            gamma, afterstate = value_definition(predictor, cfg.gamma or None)
+            gamma, afterstate = value_definition(predictor, cfg.gamma)
         elif any(s.uses_value for s in cfg.specs):
             predictor.require_value()
         if returns is not None and predictor.has_value and meta["gamma"] != gamma:

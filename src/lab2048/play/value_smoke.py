@@ -86,7 +86,7 @@ def run(cfg: ValueSmokeConfig, overwrite: bool = False) -> dict:
     seeds = np.arange(cfg.games, dtype=np.uint64) + np.uint64(cfg.seed)
     with open_predictor(cfg.init, cfg.server, cfg.device, cfg.threads) as predictor:
         predictor.require_value()
-        gamma, _ = value_definition(predictor, cfg.gamma or None)
+        gamma, _ = value_definition(predictor, cfg.gamma)
         agent = _PolicyWithValues(predictor, cfg.games, cfg.moves)
         res = play_lockstep(agent, seeds, cfg.moves, on_ply=agent.record)
     traj = agent

@@ -23,7 +23,7 @@ import numpy as np
 
 from lab2048.errors import UserError
 from lab2048.serve._proto import inference_pb2 as pb
-from lab2048.serve._proto import inference_pb2_grpc as pb_grpc
+from lab2048.serve.rpc import InferenceStub
 from lab2048.value_target import ValueTarget
 
 MODES = {"default": pb.OUTPUT_MODE_UNSPECIFIED, "policy": pb.OUTPUT_MODE_POLICY_ONLY,
@@ -113,7 +113,7 @@ class InferenceClient:
         self.address = dial_address(address)
         self.timeout = timeout
         self.channel = grpc.insecure_channel(self.address, options=OPTIONS)
-        self.stub = pb_grpc.InferenceStub(self.channel)
+        self.stub = InferenceStub(self.channel)
         if wait_ready:
             try:
                 grpc.channel_ready_future(self.channel).result(timeout=CONNECT_TIMEOUT_S)
@@ -158,7 +158,7 @@ class AsyncInferenceClient:
         self.address = dial_address(address)
         self.timeout = timeout
         self.channel = grpc.aio.insecure_channel(self.address, options=OPTIONS)
-        self.stub = pb_grpc.InferenceStub(self.channel)
+        self.stub = InferenceStub(self.channel)
 
     async def infer(self, exponents, mode: str | int = "default", ids=None,
                     value_probs: bool = False) -> InferOutput:

@@ -42,13 +42,13 @@ from lab2048.engine.arrays import exponent_legal_masks
 from lab2048.engine.conventions import MAX_EXPONENT
 from lab2048.errors import UserError
 from lab2048.model import Model, load_init
+from lab2048.serve import rpc
 from lab2048.serve._proto import inference_pb2 as pb
-from lab2048.serve._proto import inference_pb2_grpc as pb_grpc
 from lab2048.serve.batcher import Batcher, BatchFailed, ModelRunner, Runner
 from lab2048.serve.config import ServeConfig
 from lab2048.value_target import read_value_target
 
-SERVICE = "lab2048.inference.v1.Inference"
+SERVICE = rpc.SERVICE_NAME
 MAX_MESSAGE = 256 << 20
 GRACE_S = 5.0
 VALUE_MODES = (pb.OUTPUT_MODE_VALUE_ONLY, pb.OUTPUT_MODE_POLICY_AND_VALUE)
@@ -111,7 +111,9 @@ async def _refuse_undecodable(request, context) -> None:
                             f"the request does not decode as {request.message} ({request.error})")
 
 
-class InferenceService(pb_grpc.InferenceServicer):
+class InferenceService:
+    """The Inference rpcs (registered by `rpc.add_to_server`)."""
+
     def __init__(self, model: Model, batcher: Batcher, description: pb.DescribeResponse):
         self.has_value = model.value is not None
         self.batcher = batcher
@@ -193,19 +195,6 @@ class RunningServer:
         await self.batcher.close()
 
 
-def _add_inference_service(service: InferenceService, server: grpc.aio.Server) -> None:
-    """The generated registration, except that request bytes are parsed leniently
-    (`_lenient`), so undecodable bytes reach the handler and get INVALID_ARGUMENT."""
-    handlers = {
-        name: grpc.unary_unary_rpc_method_handler(
-            method, request_deserializer=_lenient(request),
-            response_serializer=response.SerializeToString)
-        for name, method, request, response in (
-            ("Infer", service.Infer, pb.InferRequest, pb.InferResponse),
-            ("Describe", service.Describe, pb.DescribeRequest, pb.DescribeResponse))}
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-
-
 def check_address(address: str) -> None:
     """OSError with one line if `address` cannot be listened on: a TCP port another socket
     holds, a Unix socket path where a server answers, or a path that is not a socket."""
@@ -248,8 +237,8 @@ async def start_server(model: Model, address: str, *, max_batch: int = 256,
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                                       ("grpc.max_send_message_length", MAX_MESSAGE),
                                       ("grpc.so_reuseport", 0)])
-    _add_inference_service(
-        InferenceService(model, batcher, describe_model(model, init_dir, max_batch)), server)
+    rpc.add_to_server(InferenceService(model, batcher, describe_model(model, init_dir, max_batch)),
+                      server, parse=_lenient)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:

@@ -93,7 +93,7 @@ def corner_eval(b):
 def _tiles_value(a, m, k, prob, cutoff, pass_score, lost, epoch, tt, shift, move_xor,
                  line_reward, stats):
     """T(a, k, prob) of the module docstring; stats[0] counts nodes. Self-recursive with one
-    signature (see search._chance_value): `corner_root` is its only caller and casts."""
+    signature (see search._chance_value): `corner_value` is its only caller and casts."""
     stats[0] += 1
     score = corner_eval(a)
     if score < pass_score or k < 0 or prob < cutoff:
@@ -143,21 +143,11 @@ def corner_bounds(b, m):
 
 
 @_jit
-def corner_root(b, m, depth, cutoff, epoch, tt, move_xor, line_reward, stats, values):
-    """V(d) into values[d] for each legal d (0.0 where illegal); returns the legal mask."""
+def corner_value(a, m, depth, cutoff, pass_score, lost, epoch, tt, move_xor, line_reward,
+                 stats):
+    """V(d) = T(a, depth − 1, 1) of the module docstring for the board a after a root move
+    (pass and lost: `corner_bounds` of the root); `search.root_values` is its only caller."""
     shift = U64(64 - int(np.log2(len(tt))))
-    pass_score, lost = corner_bounds(b, m)
-    legal = 0
-    for d in range(4):
-        nb, nm, reward = K.move(b, m, d, move_xor, line_reward)
-        values[d] = 0.0
-        if reward == K.TILE_OVERFLOW:
-            values[d] = lost
-            legal |= 1 << d
-        elif nb != b or nm != m:
-            values[d] = _tiles_value(U64(nb), np.int64(nm), np.int64(depth - 1), 1.0,
-                                     np.float64(cutoff), np.float64(pass_score),
-                                     np.float64(lost), np.int64(epoch), tt, shift, move_xor,
-                                     line_reward, stats)
-            legal |= 1 << d
-    return legal
+    return _tiles_value(U64(a), np.int64(m), np.int64(depth - 1), 1.0, np.float64(cutoff),
+                        np.float64(pass_score), np.float64(lost), np.int64(epoch), tt, shift,
+                        move_xor, line_reward, stats)

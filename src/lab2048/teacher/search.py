@@ -37,8 +37,9 @@ Choices
 - One decision rule for every board (`decide`), used by the game loop and `search_boards`:
   the formation table's move where it applies (`tables.formation_values`; valuation
   "tuple11", branch_evs the per-move success probabilities), else the search of the
-  configured evaluation ("lines" above, or "corner": `corner.corner_root`, whose V has its own
-  units); valuation "search". board_eval is the configured evaluation's static value.
+  configured evaluation (`root_values`: "lines" above, or "corner": `corner.corner_value`,
+  whose V has its own units); valuation "search". board_eval is the configured evaluation's
+  static value.
 - The game ends by the engine's one rule (`kernels.end_reason`): no legal move, the 2^17
   limit (the move is not applied and gets no row), or max_moves (0: no limit).
 """
@@ -141,7 +142,7 @@ def _chance_value(a, m, plies, prob, cutoff, epoch, tt, shift, move_xor, line_re
 
     One self-recursive function, compiled for one signature only: numba's cache mishandles
     mutual recursion and recursive functions with several signatures (a segfault on load), so
-    `search_root` is its only caller and casts every argument.
+    `root_values` is its only caller and casts every argument.
     """
     stats[0] += 1
     if prob < cutoff:
@@ -195,21 +196,29 @@ def _chance_value(a, m, plies, prob, cutoff, epoch, tt, shift, move_xor, line_re
 
 
 @_jit
-def search_root(b, m, plies, cutoff, epoch, tt, move_xor, line_reward, stats, values):
-    """V(d) into values[d] for each legal d (0.0 where illegal); returns the legal mask."""
+def root_values(b, m, plies, use_corner, cutoff, epoch, tt, ctt, move_xor, line_reward, stats,
+                values):
+    """V(d) into values[d] for each legal d (0.0 where illegal), by the lines search (table tt)
+    or the corner one (`corner.corner_value`, table ctt); returns the legal mask. A move that
+    merges two 2^16 tiles is valued lost (LOST_VALUE, or corner's lost)."""
+    pass_score, lost = corner.corner_bounds(b, m) if use_corner else (0.0, LOST_VALUE)
     shift = U64(64 - int(np.log2(len(tt))))
     legal = 0
     for d in range(4):
         nb, nm, reward = K.move(b, m, d, move_xor, line_reward)
         values[d] = 0.0
         if reward == K.TILE_OVERFLOW:
-            values[d] = LOST_VALUE
-            legal |= 1 << d
+            values[d] = lost
+        elif use_corner and (nb != b or nm != m):
+            values[d] = corner.corner_value(nb, nm, plies, cutoff, pass_score, lost, epoch, ctt,
+                                            move_xor, line_reward, stats)
         elif nb != b or nm != m:
             values[d] = _chance_value(U64(nb), np.int64(nm), np.int64(plies), 1.0,
                                       np.float64(cutoff), np.int64(epoch), tt, shift, move_xor,
                                       line_reward, stats)
-            legal |= 1 << d
+        else:
+            continue
+        legal |= 1 << d
     return legal
 
 
@@ -263,12 +272,8 @@ def decide(b, m, plies, use_corner, cutoff, epoch, tt, ctt, frank, fshapes, foff
                                       move_xor, line_reward, values):
         legal, best = _table_move(b, m, values, move_xor, line_reward, evs)
         return legal, best, TUPLE10
-    if use_corner:
-        legal = corner.corner_root(b, m, plies, cutoff, epoch, ctt, move_xor, line_reward,
-                                   stats, values)
-    else:
-        legal = search_root(b, m, plies, cutoff, epoch, tt, move_xor, line_reward, stats,
-                            values)
+    legal = root_values(b, m, plies, use_corner, cutoff, epoch, tt, ctt, move_xor, line_reward,
+                        stats, values)
     return legal, choose(values, legal, evs), SEARCH
 
 
@@ -281,8 +286,9 @@ def static_value(b, m, use_corner):
 
 @_jit
 def _search_boards(boards, masks, depth, max_depth, adaptive, depth_offset, cutoff, use_corner,
-                   frank, fshapes, foffsets, ftable, grank, gshapes, goffsets, gtable, tt, ctt, last, move_xor, line_reward,
-                   values, evs, moves, legal, plies, nodes, valuation):
+                   frank, fshapes, foffsets, ftable, grank, gshapes, goffsets, gtable, tt, ctt,
+                   last, move_xor, line_reward, values, evs, moves, legal, plies, nodes,
+                   valuation):
     """Root search of each board with its own epoch; raw values, outputs and node counts."""
     stats = np.zeros(1, np.int64)
     epoch = last[0]

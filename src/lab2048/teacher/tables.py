@@ -65,9 +65,11 @@ Choices
   With both orientations qualifying, the one with the higher best Q counts.
 - Building (`build`): a depth-first pass over all indices, memoised in a u16 file mapped into
   memory (`.partial`): an entry is written once, when final, so a killed build resumes where
-  it stopped. The finished tables are written as one file with a 64-byte header (magic,
-  format, rank, entries, checksum) and renamed into place; loading checks all of them. The
-  file name carries the formation (`tuple10-r7.bin`).
+  it stopped. The recursion reads every P back as stored (rounded to u16), so a resumed build
+  gives the same table as one that ran through, and each entry is its recurrence of the
+  stored entries, rounded. The finished tables are written as one file with a 64-byte header
+  (magic, format, rank, entries, checksum) and renamed into place; loading checks all of
+  them. The file name carries the formation (`tuple10-r7.bin`).
 - Numba caches a caller with its callees compiled in: after editing this module, delete the
   `search.*.nbi/.nbc` cache files beside `search.py`, or the game loop keeps the old code.
 """
@@ -233,8 +235,8 @@ def outcome(b, nb, shape):
 
 @_jit
 def spawn_mean(nb, shape, table):
-    """(1/n) Σ over the n empty free cells i of 0.9·P(nb + 2@i) + 0.1·P(nb + 4@i), P read from
-    the table (entries already final)."""
+    """(1/n) Σ_{empty free i} [0.9·P(s' + 2@i) + 0.1·P(s' + 4@i)] of the docstring for the
+    board nb = s' after a move that plays on, read from the table (its entries set)."""
     base = index_of(nb, shape)
     total = 0.0
     n = 0
@@ -254,37 +256,31 @@ def spawn_mean(nb, shape, table):
 
 @_jit
 def _value(index, shape, table, move_xor, line_reward, stats):
-    """P of the state with this index (computed and stored if unset); stats[0] counts the
-    entries computed. Self-recursive, one signature: `_build_range` is its only caller."""
-    stored = table[index]
-    if stored != UNSET:
-        return stored / SCALE
-    b = board_of(index, shape)
-    best = 0.0
-    for d in range(4):
-        nb, _ = K.move_fast(b, d, move_xor, line_reward)
-        kind = outcome(b, nb, shape)
-        if kind == 1:
-            best = 1.0
-            break
-        if kind != 2:
-            continue
-        base = index_of(nb, shape)
-        total = 0.0
-        n = 0
-        for j in range(16):
-            if shape[2, j] < 0:
+    """P of the state with this index as the table stores it (rounded; computed and stored if
+    unset, its spawns' entries first); stats[0] counts the entries computed. Every P is read
+    back rounded, so a resumed build gives the same table as one that ran through.
+    Self-recursive, one signature: `_build_range` is its only caller."""
+    if table[index] == UNSET:
+        b = board_of(index, shape)
+        best = 0.0
+        for d in range(4):
+            nb, _ = K.move_fast(b, d, move_xor, line_reward)
+            kind = outcome(b, nb, shape)
+            if kind == 1:
+                best = 1.0
                 break
-            if nibble(nb, shape[2, j]) == 0:
-                n += 1
-                place = shape[1, j]
-                total += 0.9 * _value(base + place, shape, table, move_xor, line_reward, stats)
-                total += 0.1 * _value(base + 2 * place, shape, table, move_xor, line_reward,
-                                      stats)
-        best = max(best, total / n)
-    table[index] = np.uint16(np.floor(best * SCALE + 0.5))
-    stats[0] += 1
-    return best
+            if kind == 2:
+                base = index_of(nb, shape)
+                for j in range(16):  # the spawns' entries, depth first
+                    if shape[2, j] < 0:
+                        break
+                    if nibble(nb, shape[2, j]) == 0:
+                        for child in (base + shape[1, j], base + 2 * shape[1, j]):
+                            _value(child, shape, table, move_xor, line_reward, stats)
+                best = max(best, spawn_mean(nb, shape, table))
+        table[index] = np.uint16(np.floor(best * SCALE + 0.5))
+        stats[0] += 1
+    return table[index] / SCALE
 
 
 @_jit
@@ -416,7 +412,7 @@ def move_probs(x, shape, table, move_xor, line_reward, q):
     for d in range(4):
         nb, _ = K.move_fast(x, d, move_xor, line_reward)
         kind = outcome(x, nb, shape)
-        q[d] = spawn_mean(nb, shape, table) if kind == 2 else float(kind)
+        q[d] = float(kind) if kind < 2 else spawn_mean(nb, shape, table)
         best = max(best, q[d])
     return best
 

@@ -1,6 +1,6 @@
 """The `lab2048 train` config (stdlib only: the CLI parses it before importing torch).
 
-A TOML file with five tables; every key has a default in code, `--set section.key=value`
+A TOML file with six tables; every key has a default in code, `--set section.key=value`
 overrides one key after the file (values parse as TOML literals, anything else is a string):
 
     [data]       dataset, sidecar, where (SQL over runs), validation split by run, augmentation,
@@ -11,6 +11,8 @@ overrides one key after the file (values parse as TOML literals, anything else i
                  against the sidecar), board or afterstate values, binned_ev's FAILURE value
     [optim]      AdamW, schedule (wsd or cosine), warmup, clipping
     [train]      mode, init, steps, batch size, evaluation/checkpoint cadence, seed, out, device
+    [selfplay]   train.mode = "td": agent, rounds, games a round, replay buffer, λ
+                 (train/selfplay.py; train.steps are each round's steps)
 
 Unknown keys, wrong types, invalid values and non-finite numbers (inf, nan) anywhere are
 one-line UserErrors naming the file and key.
@@ -25,14 +27,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab2048.config import DEVICE_HELP, check_device, check_table, construct, load_values
+from lab2048.config import (
+    DEVICE_HELP,
+    check_device,
+    check_fields,
+    check_table,
+    construct,
+    load_values,
+)
 from lab2048.errors import UserError
+from lab2048.play.config import parse_agent
 from lab2048.value_target import DEFAULT_GAMMA, KINDS, STATES
 
-MODES = ("scratch", "joint", "value_only")
+MODES = ("scratch", "joint", "value_only", "td")
 SCHEDULES = ("wsd", "cosine")
 VALUE_TARGETS = ("return_scaled", "return_raw")
 PLACEMENTS = ("auto", "device", "host")
+POLICY_LABELS = ("move", "teacher")
 
 
 @dataclass
@@ -66,36 +77,31 @@ class DataConfig:
 class ObjectiveConfig:
     policy_weight: float = 1.0
     value_weight: float = 1.0
-    value_target: str = "return_scaled"  # sidecar column: return_scaled (h-space) or return_raw
-    gamma: float = DEFAULT_GAMMA  # the discount the sidecar must have been built with
-    target_kind: str = "monte_carlo"  # the return kind the sidecar must hold (values.json kind)
-    value_state: str = "board"  # board: V(s) = E[G_t]; afterstate: V(after move, before spawn)
+    # sidecar column: return_scaled (h-space) or return_raw
+    value_target: str = field(default="return_scaled", metadata={"choices": VALUE_TARGETS})
+    # the discount the sidecar must have been built with
+    gamma: float = field(default=DEFAULT_GAMMA, metadata={"above": 0, "max": 1})
+    # the return kind the sidecar must hold (values.json kind)
+    target_kind: str = field(default="monte_carlo", metadata={"choices": KINDS})
+    # board: V(s) = E[G_t]; afterstate: V(after move, before spawn)
+    value_state: str = field(default="board", metadata={"choices": STATES})
     # afterstate heads: weight of the ranking loss, the cross-entropy of softmax(Q / T) over the
     # legal moves against the recorded move, Q(s, a) = r(s, a) + gamma V(afterstate of a)
     rank_weight: float = 0.0
-    rank_temperature: float = 100.0  # T, in points
+    rank_temperature: float = field(default=100.0, metadata={"above": 0})  # T, in points
     failure_value: float = -800.0  # binned_ev: a legal move valued at most this is FAILURE
+    # the policy's target move: the recorded (played) move, or the teacher's, the best of the
+    # row's branch_evs (student games of `lab2048 generate --agent`; the recorded move where
+    # it is as good, so on the teacher's own games both are the same)
+    policy_label: str = field(default="move", metadata={"choices": POLICY_LABELS})
 
     def __post_init__(self) -> None:
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"objective.gamma must be in (0, 1], got {self.gamma}")
-        if self.target_kind not in KINDS:
-            raise ValueError(f"objective.target_kind must be one of {KINDS}, got "
-                             f"{self.target_kind!r}")
-        if self.value_state not in STATES:
-            raise ValueError(f"objective.value_state must be one of {STATES}, got "
-                             f"{self.value_state!r}")
+        check_fields(self, "objective.")
         if self.policy_weight < 0 or self.value_weight < 0 or self.rank_weight < 0:
             raise ValueError("objective weights must be non-negative")
         if self.rank_weight > 0 and self.value_state != "afterstate":
             raise ValueError("objective.rank_weight needs objective.value_state = 'afterstate' "
                              "(a board head would need every spawn of every move)")
-        if not self.rank_temperature > 0:
-            raise ValueError(f"objective.rank_temperature must be positive, got "
-                             f"{self.rank_temperature}")
-        if self.value_target not in VALUE_TARGETS:
-            raise ValueError(f"objective.value_target must be one of {VALUE_TARGETS}, got "
-                             f"{self.value_target!r}")
 
 
 @dataclass
@@ -154,11 +160,34 @@ class RunConfig:
 
 
 @dataclass
+class SelfPlayConfig:
+    """train.mode = "td" (train/selfplay.py): rounds of games, TD(λ) targets, training."""
+
+    agent: str = "value:depth=1"  # who plays each round's games: an agent spec of the model
+    rounds: int = 4
+    games: int = 32  # games a round
+    seed: int = 1_000_000  # round r plays seeds seed + r * games ..
+    max_moves: int = 0  # moves per game at most (0: no limit)
+    buffer: int = 4  # rounds of games the replay buffer holds
+    lam: float = 0.8  # λ of the TD(λ) returns
+
+    def __post_init__(self) -> None:
+        self.agent = parse_agent(self.agent).name
+        if min(self.rounds, self.games, self.buffer) < 1:
+            raise ValueError("selfplay.rounds, games and buffer must be at least 1")
+        if self.seed < 0 or self.max_moves < 0:
+            raise ValueError("selfplay.seed and max_moves must be >= 0")
+        if not 0 <= self.lam <= 1:
+            raise ValueError(f"selfplay.lam must be in [0, 1], got {self.lam}")
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: RunConfig = field(default_factory=RunConfig)
+    selfplay: SelfPlayConfig = field(default_factory=SelfPlayConfig)
     model: dict = field(default_factory=dict)  # ModelConfig's fields, checked by the model
 
     def to_dict(self) -> dict[str, Any]:

@@ -61,6 +61,7 @@ import torch
 
 from lab2048.data.dataset import Dataset, default_dataset, select_runs
 from lab2048.data.sidecar import open_sidecar
+from lab2048.engine.arrays import legal_bools
 from lab2048.engine.batch import apply_moves, move_all
 from lab2048.engine.conventions import (
     EV_FAILURE,
@@ -158,6 +159,7 @@ class Spec:
     afterstate: bool = False
     siblings: bool = False  # afterstate: those of all four moves, with their rewards
     branch_evs: bool = False  # binned_ev
+    teacher_label: bool = False  # a `label` column: the teacher's move (teacher_moves)
 
 
 def read_columns(src: Source, rows: np.ndarray, spec: Spec) -> dict[str, torch.Tensor]:
@@ -202,7 +204,19 @@ def _read_chunk(st: np.ndarray, va: np.ndarray, spec: Spec) -> dict[str, np.ndar
     out["target"], out["points"] = target.astype(np.float32), g.astype(np.float32)
     if spec.branch_evs:
         out["branch_evs"] = np.ascontiguousarray(st["branch_evs"], np.float32)
+    if spec.teacher_label:
+        out["label"] = teacher_moves(st["move_dir"], st["branch_evs"], st["ev_legal"])
     return out
+
+
+def teacher_moves(move: np.ndarray, branch_evs: np.ndarray, ev_legal: np.ndarray) -> np.ndarray:
+    """uint8 [N]: the teacher's move of each row, argmax over ev_legal of branch_evs; the
+    recorded move where its value equals the best (ties, and the teacher's own games)."""
+    evs = np.where(legal_bools(ev_legal), branch_evs.astype(np.float64), -np.inf)
+    move = move.astype(np.int64)
+    best = evs.max(1)
+    recorded = evs[np.arange(len(move)), np.minimum(move, 3)]
+    return np.where(recorded >= best, move, evs.argmax(1)).astype(np.uint8)
 
 
 def nbytes(cols: dict[str, torch.Tensor]) -> int:
@@ -302,7 +316,8 @@ def symmetry_per_move(x: torch.Tensor, sym: torch.Tensor) -> torch.Tensor:
 class Batch:
     tokens: torch.Tensor  # int64 [B, 16] exponents of the board before the move
     legal: torch.Tensor  # int64 [B] legal-move bits, recomputed from tokens
-    move: torch.Tensor  # int64 [B] the teacher's move
+    move: torch.Tensor  # int64 [B] the recorded move (its afterstate is the value's)
+    label: torch.Tensor  # int64 [B] the policy's target move: `move`, or the teacher's
     target: torch.Tensor  # float32 [B] the value head's h-space target
     points: torch.Tensor  # float32 [B] the return it stands for, in points
     after: torch.Tensor | None = None  # int64 [B, 16] afterstate exponents
@@ -315,6 +330,7 @@ def make_batch(cols: dict[str, torch.Tensor], sym: torch.Tensor | None) -> Batch
     """A Batch of gathered columns (all on one device), with symmetries applied if given."""
     tokens = decode(cols["board"], cols["mask"])
     move = cols["move"].to(torch.int64)
+    label = cols["label"].to(torch.int64) if "label" in cols else move
     after = decode(cols["after_board"], cols["after_mask"]) if "after_board" in cols else None
     evs = cols.get("branch_evs")
     sib, sib_r = None, cols.get("sib_reward")
@@ -322,7 +338,8 @@ def make_batch(cols: dict[str, torch.Tensor], sym: torch.Tensor | None) -> Batch
         sib = decode(cols["sib_board"].reshape(-1), cols["sib_mask"].reshape(-1)).view(-1, 4, 16)
     if sym is not None:
         sym = sym.to(torch.int64)
-        tokens, move = symmetry(tokens, sym), symmetry_moves(move, sym)
+        tokens, move, label = (symmetry(tokens, sym), symmetry_moves(move, sym),
+                               symmetry_moves(label, sym))
         after = symmetry(after, sym) if after is not None else None
         evs = symmetry_per_move(evs, sym) if evs is not None else None
         if sib is not None:  # the cells of each afterstate, then the order of the moves
@@ -333,7 +350,8 @@ def make_batch(cols: dict[str, torch.Tensor], sym: torch.Tensor | None) -> Batch
     if sib is not None:
         sib = sib.to(torch.int64)
         after = sib[torch.arange(len(move), device=sib.device), move]
-    return Batch(tokens.to(torch.int64), exponent_legal_masks(tokens), move, cols["target"],
+    return Batch(tokens.to(torch.int64), exponent_legal_masks(tokens), move, label,
+                 cols["target"],
                  cols["points"], after.to(torch.int64) if after is not None else None, evs,
                  sib, sib_r)
 

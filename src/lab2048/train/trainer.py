@@ -273,7 +273,7 @@ def losses(cfg: TrainConfig, model: Model, edges, batch: Batch, policy_out, valu
         ev_class = None
         if kind == "binned_ev":
             ev_class = ev_classes(batch.branch_evs, batch.legal, edges, o.failure_value)
-        out["policy_loss"] = policy_loss(policy_out, kind, batch.legal, batch.move, ev_class)
+        out["policy_loss"] = policy_loss(policy_out, kind, batch.legal, batch.label, ev_class)
         if policy_on:
             loss = loss + o.policy_weight * out["policy_loss"]
     if value_out is not None:
@@ -284,7 +284,7 @@ def losses(cfg: TrainConfig, model: Model, edges, batch: Batch, policy_out, valu
             chosen = four[torch.arange(b, device=four.device), batch.move]
             points = model.value.decode(value_out).points.view(b, 4)
             out["q"] = one_ply_q(batch.sibling_rewards, points, o.gamma)
-            out["rank_loss"] = rank_loss(out["q"], batch.legal, batch.move, o.rank_temperature)
+            out["rank_loss"] = rank_loss(out["q"], batch.legal, batch.label, o.rank_temperature)
             if value_on and o.rank_weight > 0:
                 loss = loss + o.rank_weight * out["rank_loss"]
         out["value_out"] = chosen
@@ -310,9 +310,9 @@ def evaluate(cfg: TrainConfig, model: Model, forward, edges, val_cols, policy_on
         out = losses(cfg, model, edges, batch, policy_out if policy_on else None, value_out,
                      policy_on, value_on)
         out["policy_agreement"] = agreement(policy_out, model.cfg.policy_head, batch.legal,
-                                            batch.move).mean()
+                                            batch.label).mean()
         if "q" in out:
-            out["value_agreement"] = q_agreement(out.pop("q"), batch.legal, batch.move).mean()
+            out["value_agreement"] = q_agreement(out.pop("q"), batch.legal, batch.label).mean()
         b = len(batch.move)
         value_out = out.pop("value_out", None)
         for k, v in out.items():
@@ -430,6 +430,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
 
     `stop_after` ends the loop after that many steps as if the process had been killed then
     (tests use it to resume); checkpoints written before remain."""
+    if cfg.train.mode == "td":
+        from lab2048.train.selfplay import run_selfplay
+
+        return run_selfplay(cfg, resume=resume, overwrite=overwrite)
     rank, world, device = _distributed(cfg.train.device)
     try:
         return _train(cfg, Path(cfg.train.out), rank, world, device, resume, overwrite,
@@ -459,7 +463,8 @@ def _train(cfg, out, rank, world, device, resume, overwrite, stop_after) -> dict
     afterstate = o.value_state == "afterstate"
     spec = Spec(value_target=o.value_target, reward_scale=head.reward_scale,
                 epsilon=head.epsilon, gamma=source.meta["gamma"], afterstate=afterstate,
-                siblings=o.rank_weight > 0, branch_evs=mcfg.policy_head == "binned_ev")
+                siblings=o.rank_weight > 0, branch_evs=mcfg.policy_head == "binned_ev",
+                teacher_label=o.policy_label == "teacher")
     train_cols = read_columns(source, source.train_rows, spec)
     val_spec = dataclasses.replace(spec, siblings=afterstate)  # for value_agreement
     val_cols = {k: v.to(device) for k, v in read_columns(source, source.val_rows,

@@ -1,7 +1,8 @@
 """`lab2048 view`: a plain ASGI app (served by uvicorn) with a JSON API and one static page.
 
     GET /                          the page (static/index.html, app.js, style.css)
-    GET /api/info                  dataset, annotations, sidecar, what is missing and why
+    GET /api/info                  dataset, annotations, sidecar, what is missing and why,
+                                   the move names (engine conventions)
     GET /api/runs?sort=score&order=desc&min_highest_tile=8192&offset=0&limit=50
     GET /api/runs/ID               one run's steps (boards, moves, values, policy, Q, returns)
     GET /api/runs/ID/bins?step=K   the value head's distribution at one step

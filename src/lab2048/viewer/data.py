@@ -21,6 +21,7 @@ import numpy as np
 from lab2048.annotate.files import MANIFEST, NOT_ANNOTATED, Annotations, open_annotations
 from lab2048.data.dataset import Dataset
 from lab2048.engine.batch import legal_masks
+from lab2048.engine.conventions import MOVE_NAMES
 from lab2048.errors import UserError
 
 SORT_KEYS = ("id", "score", "highest_tile", "steps", "disagreement", "value_error")
@@ -140,6 +141,7 @@ class ViewerData:
             "missing": {"annotations": self.ann_missing, "sidecar": self.sidecar_missing,
                         "value": self.value_missing},
             "sort_keys": list(SORT_KEYS),
+            "move_names": list(MOVE_NAMES),
         }
 
     def runs_page(self, query: dict[str, str]) -> dict:

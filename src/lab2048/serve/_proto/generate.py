@@ -1,12 +1,14 @@
-"""Regenerate the committed gRPC stubs from proto/lab2048/inference/v1/inference.proto.
+"""Regenerate the committed message modules from proto/lab2048/inference/v1/inference.proto.
 
     python -m lab2048.serve._proto.generate          # rewrites the stubs beside this file
 
-Needs grpcio-tools (the dev extra). protoc writes the stubs under the proto's package path
-(lab2048/inference/v1/); they are moved here and the service stub's import of the messages
-is pointed at this package, so the descriptor keeps the proto's own file name
-(lab2048/inference/v1/inference.proto). tests/test_serve.py regenerates into a temporary
-directory and compares, so the committed stubs cannot drift from the .proto.
+Needs grpcio-tools (the dev extra, for its protoc). protoc writes the messages
+(inference_pb2.py, and inference_pb2.pyi for type checkers) under the proto's package path
+(lab2048/inference/v1/); they are moved here, so the descriptor keeps the proto's own file
+name (lab2048/inference/v1/inference.proto). No service module is generated: the gRPC
+bindings are read from the messages' service descriptor (lab2048/serve/rpc.py).
+tests/test_serve.py regenerates into a temporary directory and compares, so the committed
+stubs cannot drift from the .proto.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PROTO_ROOT = HERE.parents[3] / "proto"  # src/lab2048/serve/_proto -> repository root
 PROTO = "lab2048/inference/v1/inference.proto"
-STUBS = ("inference_pb2.py", "inference_pb2.pyi", "inference_pb2_grpc.py")
+STUBS = ("inference_pb2.py", "inference_pb2.pyi")
 
 
 def generate(out_dir: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
@@ -27,15 +29,13 @@ def generate(out_dir: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
 
     with tempfile.TemporaryDirectory() as tmp:
         args = ["protoc", f"-I{proto_root}", f"--python_out={tmp}", f"--pyi_out={tmp}",
-                f"--grpc_python_out={tmp}", str(proto_root / PROTO)]
+                str(proto_root / PROTO)]
         if protoc.main(args) != 0:
             raise RuntimeError(f"protoc failed on {proto_root / PROTO}")
         made = Path(tmp) / Path(PROTO).parent
         out = []
         for name in STUBS:
             text = (made / name).read_text()
-            text = text.replace("from lab2048.inference.v1 import inference_pb2",
-                                "from lab2048.serve._proto import inference_pb2")
             (out_dir / name).write_text("# ruff: noqa\n" + text)  # generated: not linted
             out.append(out_dir / name)
     return out

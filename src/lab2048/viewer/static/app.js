@@ -1,7 +1,7 @@
 // lab2048 viewer: plain JavaScript over the JSON API of lab2048.viewer.app (no build step).
 "use strict";
 
-const MOVES = ["up", "down", "left", "right"];
+let MOVES = [];  // the move names in UDLR order, from /api/info (engine conventions)
 const SVG = "http://www.w3.org/2000/svg";
 const state = { info: null, query: {}, offset: 0, limit: 40, total: 0, run: null, step: 0,
   disagree: [], binsTimer: null };
@@ -299,6 +299,7 @@ function onKey(ev) {
 async function start() {
   state.info = await getJSON("/api/info");
   const i = state.info;
+  MOVES = i.move_names;
   const name = (path) => path.replace(/\/+$/, "").split("/").pop();
   $("source").textContent = `${name(i.dataset)}: ${fmt(i.runs)} runs, ${fmt(i.steps)} steps` +
     (i.model ? ` · model ${name(i.model)}` : "");
