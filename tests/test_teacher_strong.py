@@ -12,7 +12,7 @@ import pytest
 from lab2048.cli import main
 from lab2048.engine import kernels
 from lab2048.errors import UserError
-from lab2048.teacher import TeacherConfig, play_game, search
+from lab2048.teacher import TeacherConfig, play_game, search, search_boards
 from lab2048.teacher import tables as T
 from lab2048.teacher.corner import TT_DTYPE, corner_eval, corner_line
 from lab2048.teacher.search import TT_DTYPE as LINES_TT_DTYPE
@@ -306,3 +306,25 @@ def test_presets():
         TeacherConfig(table_rank=9)
     with pytest.raises(ValueError, match="table10_rank"):
         TeacherConfig(table10_rank=2)
+
+
+def test_tuple10_move_where_tuple11_does_not_apply(table_dir):
+    # six locked tiles, (1, 2) = 16 so the rank is 3: Up merges the 8s of (1, 3) and (2, 3)
+    # into 16 in the target, the goal; tuple11 does not apply (16 in its target is above its cap)
+    grid = [[4096, 2048, 1024, 2], [512, 256, 16, 8], [0, 0, 0, 8], [0] * 4]
+    cfg = TeacherConfig.preset("strong", table_rank=RANK, table10_rank=RANK,
+                               tables_dir=str(table_dir))
+    out = search_boards(np.array([board_from(grid)]), np.zeros(1, np.uint16), cfg)
+    assert out["valuation"][0] == 2 and out["move_dir"][0] == 0  # tuple10, Up
+    assert out["branch_evs"][0, 0] == 1.0
+    assert np.all((out["branch_evs"][0] >= 0) & (out["branch_evs"][0] <= 1))
+
+
+def test_corner_search_takes_the_depth_rule():
+    few = [[8, 4, 0, 0], [2, 0, 0, 0], [0] * 4, [0] * 4]  # 3 distinct tiles: depth 1
+    many = [[512, 256, 128, 64], [4, 8, 16, 32], [2, 0, 0, 0], [0] * 4]  # 10: depth 2
+    boards = np.array([board_from(few), board_from(many)])
+    cfg = TeacherConfig(evaluation="corner", depth=1, max_depth=2, depth_offset=7)
+    out = search_boards(boards, np.zeros(2, np.uint16), cfg)
+    assert out["plies"].tolist() == [cfg.plies(3), cfg.plies(10)] == [1, 2]
+    assert out["nodes"][1] > out["nodes"][0]

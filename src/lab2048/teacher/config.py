@@ -9,11 +9,11 @@ a board with many distinct tiles (a hard board, late in a game) is searched deep
 where distinct_tiles counts the different non-empty exponents on the board.
 
 `evaluation="corner"` switches to the corner evaluation and its pruned search (`corner.py`):
-there `depth` D means D + 1 layers of moves with D layers of spawns between them, and
-`adaptive`, `max_depth` and `depth_offset` are not used. `table_rank` > 0 adds the formation
-table of that rank (`tables.py`, built by `lab2048 teacher build-tables`), read from
-`tables_dir` (empty: the user cache directory). `PRESETS` names the measured settings;
-`TeacherConfig.preset(name)` builds one.
+there a depth D means D + 1 layers of moves with D layers of spawns between them (the same
+depth rule picks D). `table_rank` > 0 adds the tuple11 formation table of that rank and
+`table10_rank` > 0 the tuple10 one (`tables.py`, built by `lab2048 teacher build-tables`),
+read from `tables_dir` (empty: the user cache directory). `PRESETS` names the measured
+settings; `TeacherConfig.preset(name)` builds one.
 """
 
 from __future__ import annotations
