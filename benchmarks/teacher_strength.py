@@ -10,10 +10,11 @@ defaults), optionally starting from a preset (`preset=strong,table_rank=4`); wit
 default TeacherConfig is measured. Game i plays seed first_seed + i. Per setting it prints:
 games, moves/s (moves over the summed wall time of the games, each game on one core), CPU
 moves/s (over the games' thread CPU time: the speed of one core even on a shared machine),
-nodes/s, the share of moves valued by a formation table, mean and median score with a 95%
-interval of the mean (normal, from the games' spread), and the share of games reaching
-2048 ... 32768. Workers are processes, one game at a time each; with more workers than idle
-cores the per-core wall rates drop, the scores do not (games are deterministic).
+nodes/s, the share of moves valued by a formation table (per valuation type in the JSON),
+mean and median score with a 95% interval of the mean (normal, from the games' spread), and
+the share of games reaching 2048 ... 32768. Workers are processes, one game at a time each;
+with more workers than idle cores the per-core wall rates drop, the scores do not (games are
+deterministic).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 
 import numpy as np
 
+from lab2048.data.dataset import VALUATION_TYPES
 from lab2048.teacher import TeacherConfig, play_game
 
 TILES = (2048, 4096, 8192, 16384, 32768, 65536)
@@ -56,7 +58,7 @@ def _one(job):
     seed, cfg, max_moves = job
     g = play_game(seed, cfg, max_moves)
     return (seed, g.score, len(g.moves), g.highest_tile, g.end_reason, g.seconds, g.nodes,
-            g.cpu_seconds, int(np.count_nonzero(g.valuation)))
+            g.cpu_seconds, np.bincount(g.valuation, minlength=len(VALUATION_TYPES)))
 
 
 def measure(cfg: TeacherConfig, seeds, workers: int, max_moves: int = 0) -> dict:
@@ -82,7 +84,9 @@ def measure(cfg: TeacherConfig, seeds, workers: int, max_moves: int = 0) -> dict
         "moves": int(moves.sum()),
         "moves_per_s": float(moves.sum() / seconds),
         "cpu_moves_per_s": float(moves.sum() / cpu),
-        "table_share": float(sum(r[8] for r in rows) / moves.sum()),
+        "table_share": float(sum(r[8][1:].sum() for r in rows) / moves.sum()),
+        "valuation_share": {name: float(sum(r[8][i] for r in rows) / moves.sum())
+                            for name, i in VALUATION_TYPES.items()},
         "nodes_per_s": float(nodes / seconds),
         "game_seconds": seconds,
         "wall_seconds": wall,
@@ -99,7 +103,8 @@ def measure(cfg: TeacherConfig, seeds, workers: int, max_moves: int = 0) -> dict
 
 def describe(cfg: TeacherConfig) -> str:
     if cfg.evaluation == "corner":
-        return f"corner {cfg.depth}" + (f" r{cfg.table_rank}" if cfg.table_rank else "")
+        return (f"corner {cfg.depth}" + (f" r{cfg.table_rank}" if cfg.table_rank else "")
+                + (f"+{cfg.table10_rank}" if cfg.table10_rank else ""))
     if cfg.adaptive and cfg.max_depth > cfg.depth:
         return f"{cfg.depth}..{cfg.max_depth} (offset {cfg.depth_offset})"
     return str(cfg.depth)

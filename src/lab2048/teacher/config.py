@@ -27,8 +27,9 @@ MAX_TABLE_RANK = {"table_rank": 7, "table10_rank": 8}  # tuple11 rank 7: 1.3 G e
 # tuple10 rank 8: 0.41 G (tables.py)
 PRESETS = {
     "default": {},
-    "strong": {"evaluation": "corner", "depth": 3, "adaptive": False, "max_depth": 3,
-               "prob_cutoff": 1 / 128, "tt_bits": 22, "table_rank": 6, "table10_rank": 8},
+    "strong": {"evaluation": "corner", "depth": 3, "adaptive": True, "max_depth": 4,
+               "depth_offset": 7, "prob_cutoff": 1 / 128, "tt_bits": 22, "table_rank": 6,
+               "table10_rank": 8},
 }
 
 

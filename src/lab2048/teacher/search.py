@@ -35,11 +35,12 @@ Choices
   engine's legal mask; board_eval the static value of the board before the move.
 - Rewards are not part of V: the heuristic ranks board shapes; the score is a by-product.
 - One decision rule for every board (`decide`), used by the game loop and `search_boards`:
-  the formation table's move where it applies (`tables.formation_values`; valuation
-  "tuple11", branch_evs the per-move success probabilities), else the search of the
-  configured evaluation (`root_values`: "lines" above, or "corner": `corner.corner_value`,
-  whose V has its own units); valuation "search". board_eval is the configured evaluation's
-  static value.
+  a formation table's move where it applies (`tables.formation_values`: the tuple11 table
+  from probability `MIN_PROB["tuple11"]`, else the tuple10 table from `MIN_PROB["tuple10"]`;
+  valuation "tuple11" or "tuple10", branch_evs the per-move success probabilities), else the
+  search of the configured evaluation (`root_values`: "lines" above, or "corner":
+  `corner.corner_value`, whose V has its own units); valuation "search". board_eval is the
+  configured evaluation's static value.
 - The game ends by the engine's one rule (`kernels.end_reason`): no legal move, the 2^17
   limit (the move is not applied and gets no row), or max_moves (0: no limit).
 """

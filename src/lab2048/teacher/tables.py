@@ -13,9 +13,9 @@ Choices
       f f f f             f f f f
       f f f f             f f f f
 
-  tuple11 builds the fifth-and-a-half tile of the corner, tuple10 the next one, beside the
-  third locked tile of the second row (the smallest locked tile when the corner descends
-  left to right and top to bottom).
+  tuple11 builds the sixth tile of the corner, beside the second locked tile of the second
+  row; tuple10 builds the seventh, beside the third (the smallest locked tile when the corner
+  descends left to right and top to bottom).
 - Each free cell has a cap, the largest exponent it may hold: for a table of rank r, r on
   the target and its neighbours, one less per further step from the target, never below 2
   (a spawned 4 fits). For tuple11:
@@ -96,7 +96,9 @@ MIN_CAP = 2  # every free cell can take a spawned 4
 MIN_RANK = 3
 SCALE = 65534.0
 UNSET = np.uint16(65535)
-MIN_PROB = {"tuple11": 0.9, "tuple10": 1 / SCALE}  # play a table move from this probability
+# a table move is played from this probability; tuple10 whenever any move can reach its goal
+# (1/SCALE: the smallest stored probability above 0), as the public player plays its tuple10
+MIN_PROB = {"tuple11": 0.9, "tuple10": 1 / SCALE}
 MAGIC = b"L2048TBL"
 FORMAT = 2  # 2: per-cell caps
 HEADER = struct.Struct("<8sIIQQ32x")  # magic, format, rank, entries, checksum: 64 bytes
