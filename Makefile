@@ -27,7 +27,7 @@ DEMO_SEED := 0
 demo: $(VENV)/.installed
 	$(BIN)/lab2048 play --init default --games 16 --seed $(DEMO_SEED) --out runs/demo/default-play --overwrite
 	$(BIN)/lab2048 value-smoke --init default --games 8 --out runs/demo/default-value-smoke --overwrite
-	$(BIN)/lab2048 evaluate --agents policy,value:depth=1,greedy --init default --games $(DEMO_GAMES) --seed $(DEMO_SEED) --out runs/demo/evaluate --overwrite
+	$(BIN)/lab2048 evaluate --agents policy,value:depth=1,hybrid:top=2,greedy --init default --games $(DEMO_GAMES) --seed $(DEMO_SEED) --out runs/demo/evaluate --overwrite
 	$(BIN)/lab2048 check
 	$(BIN)/lab2048 value-sidecar --output runs/demo/default-values --overwrite
 	$(BIN)/lab2048 train --config configs/train/demo.toml --overwrite
@@ -38,18 +38,21 @@ demo: $(VENV)/.installed
 
 # rebuilds the model shipped in the package (README, "The shipped model"): 300 games of the
 # project's teacher (configs/default-model-data.toml), their value sidecar, training with
-# configs/train/default-model.toml, an evaluation on the demo seeds, and publishing into
+# configs/train/default-model.toml, then self-play TD rounds from that model
+# (configs/train/default-model-td.toml), an evaluation on the demo seeds, and publishing into
 # src/lab2048/model/default. Publishing refuses to replace the shipped model unless
-# OVERWRITE=1; the intermediate outputs under runs/default-model are replaced. TRAIN_ARGS adds
-# `--set` items to the training (the shipped init records the settings in training-config.json).
-#   make default-model [OVERWRITE=1] [TRAIN_ARGS="--set train.steps=12000 ..."]
+# OVERWRITE=1; the intermediate outputs under runs/default-model are replaced (RESUME_TD=1
+# continues an interrupted self-play stage instead). TRAIN_ARGS and TD_ARGS add `--set` items
+# to the two stages (the shipped init records the second's settings in training-config.json).
+#   make default-model [OVERWRITE=1] [RESUME_TD=1] [TRAIN_ARGS="--set ..."] [TD_ARGS="--set ..."]
 DEFAULT_MODEL := runs/default-model
 default-model: $(VENV)/.installed
 	$(BIN)/lab2048 generate --config configs/default-model-data.toml --overwrite
 	$(BIN)/lab2048 value-sidecar --dataset $(DEFAULT_MODEL)/dataset --overwrite
 	$(BIN)/lab2048 train --config configs/train/default-model.toml $(TRAIN_ARGS) --overwrite
-	$(BIN)/lab2048 evaluate --agents policy,value:depth=1,greedy --init $(DEFAULT_MODEL)/train/init --games $(DEMO_GAMES) --seed $(DEMO_SEED) --out $(DEFAULT_MODEL)/evaluate --overwrite
-	$(BIN)/lab2048 publish $(DEFAULT_MODEL)/train --evaluation $(DEFAULT_MODEL)/evaluate $(if $(OVERWRITE),--overwrite)
+	$(BIN)/lab2048 train --config configs/train/default-model-td.toml $(TD_ARGS) $(if $(RESUME_TD),--resume,--overwrite)
+	$(BIN)/lab2048 evaluate --agents policy,value:depth=1,hybrid:top=2,greedy --init $(DEFAULT_MODEL)/td/init --games $(DEMO_GAMES) --seed $(DEMO_SEED) --out $(DEFAULT_MODEL)/evaluate --overwrite
+	$(BIN)/lab2048 publish $(DEFAULT_MODEL)/td --evaluation $(DEFAULT_MODEL)/evaluate $(if $(OVERWRITE),--overwrite)
 
 # rebuilds the small dataset shipped in the package (src/lab2048/data/default)
 default-dataset: $(VENV)/.installed

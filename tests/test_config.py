@@ -186,6 +186,11 @@ def test_readme_command_table_parses_as_documented():
     cfg = build_config(GenerateConfig, parse("generate", "--out", "D", "--games", "3",
                                              "--depth", "2", "--workers", "1", "--seed", "4"))
     assert (cfg.out, cfg.games, cfg.teacher.depth, cfg.workers, cfg.seed) == ("D", 3, 2, 1, 4)
+    cfg = build_config(GenerateConfig, parse(
+        "generate", "--agent", "value:depth=1", "--init", "I", "--label", "teacher", "--out",
+        "D", "--include", "E", "--include-where", "id < 5"))
+    assert (cfg.agent, cfg.init, cfg.label, cfg.include, cfg.include_where) == (
+        "value:depth=1", "I", "teacher", "E", "id < 5")
     cfg = build_config(PackConfig, parse("pack", "--input", "L", "--out", "D", "--format",
                                          "macroxue-text", "--workers", "2", "--shard-rows", "9"))
     assert cfg == PackConfig("L", "D", "macroxue-text", 2, 9)

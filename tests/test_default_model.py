@@ -39,12 +39,15 @@ def test_shipped_init_loads_with_its_value_target_and_card():
     assert card["parameters"] == sum(p.numel() for p in model.parameters())
     assert card["bytes"] == (path / "model.safetensors").stat().st_size < 8 << 20
     assert card["value_target"] == target.to_dict()
-    # trained by the committed recipe, and it names no path of the machine that trained it
+    # trained by the committed recipe (its last stage, self-play from the first), and it names
+    # no path of the machine that trained it
     recorded = json.loads((path / "training-config.json").read_text())
-    assert not any(str(v).startswith("/") for v in recorded["data"].values())
+    assert not any(str(v).startswith("/") for section in ("data", "train")
+                   for v in recorded[section].values())
     recorded = from_dict(recorded).to_dict()  # keys added since, at their defaults
-    recipe = load_train_config(ROOT / "configs" / "train" / "default-model.toml", []).to_dict()
-    for section in ("data", "objective", "optim", "train"):
+    recipe = load_train_config(ROOT / "configs" / "train" / "default-model-td.toml",
+                               []).to_dict()
+    for section in ("data", "objective", "optim", "train", "selfplay"):
         assert recorded[section] == recipe[section], section
     assert {k: v for k, v in recorded["model"].items() if k != "value_head"} == {
         k: v for k, v in recipe["model"].items() if k != "value_head"}

@@ -9,7 +9,7 @@ import torch
 
 from lab2048.data.check import check_dataset, format_report
 from lab2048.data.config import GenerateConfig
-from lab2048.data.dataset import Dataset, default_dataset, read_run_table
+from lab2048.data.dataset import STEP_DTYPE, Dataset, default_dataset, read_run_table, teacher_moves
 from lab2048.data.fingerprint import file_sha256
 from lab2048.data.generate import generate, staging_dir
 from lab2048.data.sidecar import read_meta
@@ -21,7 +21,6 @@ from lab2048.play.games import play_lockstep
 from lab2048.teacher import search
 from lab2048.teacher.config import TeacherConfig
 from lab2048.train.config import load_train_config
-from lab2048.train.loader import teacher_moves
 from lab2048.train.trainer import train
 
 LABEL = TeacherConfig(depth=1)
@@ -56,10 +55,9 @@ def test_student_games_are_the_agents_games_labelled_by_the_teacher(tmp_path):
                                          LABEL)
         assert rows["branch_evs"][i].tolist() == evs.tolist()
         assert rows["ev_legal"][i] == legal and rows["board_eval"][i] == value
-        label = teacher_moves(*(rows[k][i:i + 1] for k in ("move_dir", "branch_evs",
-                                                            "ev_legal")))[0]
+        label = teacher_moves(rows[i:i + 1])[0]
         assert label == best or evs[label] == evs[best]  # the teacher's move, or as good
-    teacher = teacher_moves(rows["move_dir"], rows["branch_evs"], rows["ev_legal"])
+    teacher = teacher_moves(rows)
     assert 0.2 < np.mean(teacher == rows["move_dir"]) < 1.0  # greedy is not the teacher
     assert not staging_dir(root).exists()
 
@@ -121,7 +119,9 @@ def test_teacher_moves_golden_values():
                     [0, 0, 0, 7],  # the recorded move is the best
                     [4, 1, 9, 9]], np.float32)  # 2 and 3 illegal: 0
     legal = np.array([0b0111, 0b0101, 0b1111, 0b0011], np.uint8)
-    assert teacher_moves(move, evs, legal).tolist() == [1, 2, 3, 0]
+    rows = np.zeros(4, STEP_DTYPE)
+    rows["move_dir"], rows["branch_evs"], rows["ev_legal"] = move, evs, legal
+    assert teacher_moves(rows).tolist() == [1, 2, 3, 0]
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +166,8 @@ def test_selfplay_rounds_buffer_targets_and_resume(start_init, tmp_path):
     assert (out / "init" / "model.safetensors").read_bytes() == \
         (out / "round-001" / "train" / "init" / "model.safetensors").read_bytes()
     assert (out / "selfplay.png").exists()
+    recorded = json.loads((out / "init" / "training-config.json").read_text())
+    assert recorded["train"]["mode"] == "td" and recorded["selfplay"]["rounds"] == 2
     ds = Dataset(out / "round-001" / "buffer")
     assert ds.session["agent"] == "policy"
     # a window of one round keeps only that round's games
@@ -187,3 +189,18 @@ def test_selfplay_config_is_checked(start_init, tmp_path):
     with pytest.raises(UserError, match="not a self-play run"):
         train(_td(start_init, tmp_path / "c"), overwrite=True)
     assert (tmp_path / "c" / "keep.txt").read_text() == "mine"
+
+
+def test_offline_agreement_on_student_games_is_with_the_teacher(start_init, tmp_path):
+    from lab2048.play.config import EvaluateConfig
+    from lab2048.play.ranking import run_ranking
+
+    _greedy(tmp_path, "s")
+    rows = _rows(tmp_path / "s")
+    summary = run_ranking(EvaluateConfig(agents="greedy", init=str(start_init),
+                                         dataset=str(tmp_path / "s"), rows=len(rows),
+                                         out=str(tmp_path / "ev")))
+    agreement = summary["agents"]["greedy"]["agreement"]["rate"]
+    # greedy's own moves, scored against the teacher's: not against themselves
+    assert agreement == pytest.approx(np.mean(teacher_moves(rows) == rows["move_dir"]))
+    assert agreement < 1.0

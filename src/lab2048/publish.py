@@ -36,7 +36,8 @@ from lab2048.value_target import read_value_target
 
 CARD = "model-card.json"
 INIT_FILES = ("config.json", "model.safetensors", "value-target.json", "training-config.json")
-RUN_FILES = ("curves.png",)  # copied from the run directory when present
+RUN_FILES = ("curves.png", "selfplay.png")  # copied from the run directory when present
+METRICS = ("metrics.jsonl", "selfplay.jsonl")  # a run's validation records (train, td mode)
 EVALUATION_FILES = {"summary.json": "evaluation.json", "agents.png": "agents.png"}
 
 
@@ -47,7 +48,8 @@ class PublishConfig:
     model `--init default` names."""
 
     run_dir: str = field(default="", metadata={
-        "help": "training run directory (train.out: init/, metrics.jsonl, curves.png)",
+        "help": "training run directory (train.out: init/, metrics.jsonl and curves.png, or "
+                "selfplay.jsonl and selfplay.png of train.mode = 'td')",
         "positional": True, "metavar": "RUN"})
     evaluation: str = field(default="", metadata={
         "help": "`lab2048 evaluate` output of this model to include (summary.json, agents.png)"})
@@ -108,7 +110,7 @@ def publish(cfg: PublishConfig, overwrite: bool = False) -> Path:
         "bytes": (init / "model.safetensors").stat().st_size,
         "model": json.loads((init / "config.json").read_text()),
         "value_target": target.to_dict() if target else None,
-        "validation": last_validation(run / "metrics.jsonl"),
+        "validation": next((v for v in (last_validation(run / m) for m in METRICS) if v), {}),
         "evaluation": evaluation_means(summary) if summary else None,
     }
     tmp = temp_dir_beside(out)

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from lab2048 import __version__
+from lab2048.engine.arrays import legal_bools
 from lab2048.errors import UserError
 from lab2048.io import claim_dir, publish_dir, read_json, temp_dir_beside
 
@@ -209,6 +210,17 @@ def make_rows(*, run_id: int, seed: int, boards: np.ndarray, masks: np.ndarray,
     if branch_evs is not None:
         rows["branch_evs"] = branch_evs
     return rows
+
+
+def teacher_moves(rows: np.ndarray) -> np.ndarray:
+    """uint8 [N]: the teacher's move of each STEP_DTYPE row, the argmax over ev_legal of
+    branch_evs; the recorded move_dir where its value equals the best (ties, the teacher's own
+    games, rows without per-move values). On student rows (`generate --agent`) move_dir is the
+    student's move and this the teacher's."""
+    evs = np.where(legal_bools(rows["ev_legal"]), rows["branch_evs"].astype(np.float64), -np.inf)
+    move = rows["move_dir"].astype(np.int64)
+    recorded = evs[np.arange(len(move)), np.minimum(move, 3)]
+    return np.where(recorded >= evs.max(1), move, evs.argmax(1)).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------

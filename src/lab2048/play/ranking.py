@@ -4,8 +4,10 @@
 
 Scores the agents' moves on `rows` evenly spaced positions of the dataset (of the runs that
 `--where` selects, e.g. held-out ones) without playing a game:
-- agreement: the share of positions where the agent plays the recorded move (with a Wilson
-  interval); the policy's argmax agreement is always reported;
+- agreement: the share of positions where the agent plays the expert's move (with a Wilson
+  interval): `data.dataset.teacher_moves`, the best of the row's branch_evs, which is the
+  recorded move on an expert's own games and the teacher's on student games (`generate
+  --agent`); the policy's argmax agreement is always reported;
 - regret, on the rows valued by search (valuation type "search", whose `branch_evs` are the
   recording player's values of all four moves; rows whose branch_evs are all 0, as in
   imported text logs that carry no per-move values, are left out): max over legal moves of
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab2048.data.dataset import Dataset, select_runs
+from lab2048.data.dataset import Dataset, select_runs, teacher_moves
 from lab2048.data.sidecar import open_sidecar
 from lab2048.engine.arrays import legal_bools
 from lab2048.engine.batch import apply_moves, legal_masks, to_exponents
@@ -95,7 +97,8 @@ def run_ranking(cfg, overwrite: bool = False) -> dict:
     elif cfg.sidecar:
         raise UserError(f"{sidecar_dir / 'values.json'}: no such file")
     boards, masks = steps["board"].copy(), steps["tile_65536_mask"].copy()
-    recorded = steps["move_dir"].astype(np.int64)
+    recorded = steps["move_dir"].astype(np.int64)  # its afterstate is the value's target
+    expert = teacher_moves(steps).astype(np.int64)
     legal = legal_masks(boards, masks)
     search_type = ds.valuation_types.get("search")
     searched = (steps["valuation_type"] == search_type if search_type is not None else
@@ -131,10 +134,10 @@ def run_ranking(cfg, overwrite: bool = False) -> dict:
                 bar.update(sl.stop - sl.start)
     summary = {"kind": KIND, "mode": "offline", "config": cfg.settings(), "rows": n,
                "search_rows": int(searched.sum()), "gamma": gamma if uses_value else None,
-               "afterstate": afterstate, "policy_agreement": _agreement(policy_moves, recorded),
+               "afterstate": afterstate, "policy_agreement": _agreement(policy_moves, expert),
                "agents": {}}
     for a, agent in enumerate(agents):
-        entry = {"agreement": _agreement(chosen[a], recorded),
+        entry = {"agreement": _agreement(chosen[a], expert),
                  "boards_per_position": agent.boards_evaluated / n}
         if searched.any():
             r = regret(steps["branch_evs"][searched].astype(np.float64), legal[searched],

@@ -59,9 +59,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lab2048.data.dataset import Dataset, default_dataset, select_runs
+from lab2048.data.dataset import Dataset, default_dataset, select_runs, teacher_moves
 from lab2048.data.sidecar import open_sidecar
-from lab2048.engine.arrays import legal_bools
 from lab2048.engine.batch import apply_moves, move_all
 from lab2048.engine.conventions import (
     EV_FAILURE,
@@ -205,18 +204,9 @@ def _read_chunk(st: np.ndarray, va: np.ndarray, spec: Spec) -> dict[str, np.ndar
     if spec.branch_evs:
         out["branch_evs"] = np.ascontiguousarray(st["branch_evs"], np.float32)
     if spec.teacher_label:
-        out["label"] = teacher_moves(st["move_dir"], st["branch_evs"], st["ev_legal"])
+        out["label"] = teacher_moves(st)
     return out
 
-
-def teacher_moves(move: np.ndarray, branch_evs: np.ndarray, ev_legal: np.ndarray) -> np.ndarray:
-    """uint8 [N]: the teacher's move of each row, argmax over ev_legal of branch_evs; the
-    recorded move where its value equals the best (ties, and the teacher's own games)."""
-    evs = np.where(legal_bools(ev_legal), branch_evs.astype(np.float64), -np.inf)
-    move = move.astype(np.int64)
-    best = evs.max(1)
-    recorded = evs[np.arange(len(move)), np.minimum(move, 3)]
-    return np.where(recorded >= best, move, evs.argmax(1)).astype(np.uint8)
 
 
 def nbytes(cols: dict[str, torch.Tensor]) -> int:

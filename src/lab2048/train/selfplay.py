@@ -12,9 +12,10 @@ Round r, in the run directory (train.out):
     round-RRR/train/    a `joint` run from CURRENT on that buffer (train.steps steps): the value
                         head fits the λ-returns, the policy the teacher's moves
                         (objective.policy_label = "teacher"); its init is the next CURRENT
-    selfplay.jsonl      a line a round: the mean score of its games, the validation metrics
+    selfplay.jsonl      a line a round ("kind": "val"): the mean score of its games, the
+                        round's last validation metrics
     selfplay.png        the games' mean score by round
-    init/               the last round's init
+    init/               the last round's init, its training-config.json this run's config
 
 Choices
 - Every piece is a project command's function on files (generate, build_sidecar, train), so
@@ -110,12 +111,14 @@ def run_selfplay(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
             train=dataclasses.replace(t, mode="joint", init=str(current), out=str(run)))
         last = train(round_cfg, resume=(run / "checkpoint.pt").exists(), overwrite=True)
         current = run / "init"
-        log.append({"round": r, "games": sp.games, "mean_score": _mean_score(buffer, r, sp),
-                    "buffer_runs": _count_runs(buffer), **last})
+        log.append({"kind": "val", "round": r, "games": sp.games,
+                    "mean_score": _mean_score(buffer, r, sp), "buffer_runs": _count_runs(buffer),
+                    **last})
         _write_log(out / LOG, log)
         _plot(log, out / PLOT)
     tmp = temp_dir_beside(out / "init")
     shutil.copytree(current, tmp, dirs_exist_ok=True)
+    (tmp / "training-config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     publish_dir(tmp, out / "init")
     return {**last, "rounds": len(log)}
 
