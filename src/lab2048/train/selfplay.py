@@ -116,6 +116,7 @@ def run_selfplay(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
                     **last})
         _write_log(out / LOG, log)
         _plot(log, out / PLOT)
+    _plot(log, out / PLOT)
     tmp = temp_dir_beside(out / "init")
     shutil.copytree(current, tmp, dirs_exist_ok=True)
     (tmp / "training-config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
