@@ -26,7 +26,7 @@ DEMO_SEED := 0
 # build its value sidecar, train a tiny policy + value model, play it); a short teacher run
 demo: $(VENV)/.installed
 	$(BIN)/lab2048 play --init default --games 16 --seed $(DEMO_SEED) --out runs/demo/default-play --overwrite
-	$(BIN)/lab2048 value-smoke --init default --games 8 --out runs/demo/default-value-smoke --overwrite
+	$(BIN)/lab2048 value-smoke --init default --agent value:depth=1 --games 8 --moves 3000 --out runs/demo/default-value-smoke --overwrite
 	$(BIN)/lab2048 evaluate --agents policy,value:depth=1,hybrid:top=2,greedy --init default --games $(DEMO_GAMES) --seed $(DEMO_SEED) --out runs/demo/evaluate --overwrite
 	$(BIN)/lab2048 check
 	$(BIN)/lab2048 value-sidecar --output runs/demo/default-values --overwrite

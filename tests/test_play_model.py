@@ -145,3 +145,21 @@ def test_value_smoke_reads_gamma_from_the_init(init_dirs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "trained for gamma 0.9, not 0.99" in err and len(err.strip().splitlines()) == 1
     assert not any((tmp_path / "b").iterdir())  # nothing written
+
+
+def test_value_smoke_plays_the_agent_it_is_given(init_dirs, tmp_path):
+    """--agent value:depth=1: the rollouts are that agent's games (the ones `evaluate` plays on
+    those seeds), with the value head's V(s_t) beside every step."""
+    from lab2048.play.value_smoke import run
+
+    init = str(init_dirs[0])
+    s = run(ValueSmokeConfig(init=init, agent="value:depth=1", games=2, moves=30,
+                             out=str(tmp_path / "v")))
+    assert s["agent"] == "value:depth=1"
+    model = load_init(init_dirs[0])
+    agent = make_agent(parse_agent("value:depth=1"), LocalPredictor(model), s["gamma"])
+    played = play_lockstep(agent, np.arange(2, dtype=np.uint64), 30)
+    assert s["mean_score"] == played.scores.mean()
+    assert s["rollout_moves"] == played.moves.sum()
+    with pytest.raises(ValueError, match="model agent"):
+        ValueSmokeConfig(init=init, agent="greedy")

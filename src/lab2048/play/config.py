@@ -221,6 +221,10 @@ class ValueSmokeConfig:
         "help": "play through this inference server instead of in process"})
     games: int = field(default=8, metadata={"help": "rollouts", "min": 1})
     seed: int = field(default=0, metadata={"help": "rollout i plays seed + i"})
+    agent: str = field(default="policy", metadata={
+        "help": "who plays the rollouts: a model agent spec (policy, value:depth=1, "
+                "hybrid:top=2); a value head predicts the returns of the player it was "
+                "trained on", "metavar": "SPEC"})
     gamma: float | None = gamma_field(_GAMMA_UNSET)
     moves: int = field(default=400, metadata={"help": "moves per rollout at most", "min": 1})
     device: str = field(default="cpu", metadata={"help": DEVICE_HELP})
@@ -231,4 +235,9 @@ class ValueSmokeConfig:
     def __post_init__(self) -> None:
         if not (self.init or self.server):
             raise ValueError("value-smoke needs --init DIR (or --server ADDR)")
+        spec = parse_agent(self.agent)
+        if not spec.uses_model:
+            raise ValueError(f"value-smoke plays a model agent (policy, value, hybrid), not "
+                             f"{spec.name}")
+        self.agent = spec.name
         _check(self)

@@ -1,7 +1,8 @@
 """`lab2048 value-smoke`: does the value head predict the return the model's own play earns?
 
-Plays short seeded rollouts with the model's policy (argmax of the masked move
-probabilities), logs the predicted value V(s_t) of every board before its move, then computes
+Plays short seeded rollouts with a model agent (`--agent`: the policy's masked argmax by
+default, or the value search a value head was trained for), logs the predicted value V(s_t)
+of every board before its move, then computes
 the realised discounted return of the same rollout afterwards, backwards in float64:
 
     G_t = r_t + gamma G_(t+1),   G_T = 0 at the rollout's last move
@@ -24,11 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from lab2048.data.returns import discounted_returns
-from lab2048.engine.arrays import legal_bools
 from lab2048.engine.batch import to_exponents
 from lab2048.engine.conventions import EndReason
+from lab2048.errors import UserError
 from lab2048.io import atomic_path, claim_outputs, write_json, write_text
-from lab2048.play.config import ValueSmokeConfig
+from lab2048.play.agents import make_agent
+from lab2048.play.config import ValueSmokeConfig, parse_agent
 from lab2048.play.games import play_lockstep
 from lab2048.play.predictor import open_predictor, value_definition
 
@@ -45,21 +47,23 @@ def rollout_returns(rewards: np.ndarray, lengths: np.ndarray, gamma: float) -> n
     return out
 
 
-class _PolicyWithValues:
-    """The policy (masked argmax), keeping the value of every board before its move."""
+class _WithValues:
+    """An agent's moves, keeping the value of every board before its move."""
 
-    name = "policy"
-
-    def __init__(self, predictor, games: int, moves: int):
-        self.predictor, self.boards_evaluated = predictor, 0
+    def __init__(self, agent, predictor, games: int, moves: int):
+        self.agent, self.name, self.predictor = agent, agent.name, predictor
         self.values = np.full((games, moves), np.nan)  # V(s_t) per game and step
         self.rewards = np.zeros((games, moves))  # r_t
         self._steps = self._values = None
 
+    @property
+    def boards_evaluated(self) -> int:
+        return self.agent.boards_evaluated
+
     def choose(self, boards, masks, legal, seeds, move_numbers):
-        probs, self._values = self.predictor.policy_and_values(to_exponents(boards, masks), legal)
+        self._values = self.predictor.values(to_exponents(boards, masks))
         self._steps = move_numbers.copy()
-        return np.argmax(np.where(legal_bools(legal), probs, -1.0), 1)
+        return self.agent.choose(boards, masks, legal, seeds, move_numbers)
 
     def record(self, idx, moves, rewards) -> None:
         self.values[idx, self._steps] = self._values
@@ -86,8 +90,12 @@ def run(cfg: ValueSmokeConfig, overwrite: bool = False) -> dict:
     seeds = np.arange(cfg.games, dtype=np.uint64) + np.uint64(cfg.seed)
     with open_predictor(cfg.init, cfg.server, cfg.device, cfg.threads) as predictor:
         predictor.require_value()
-        gamma, _ = value_definition(predictor, cfg.gamma)
-        agent = _PolicyWithValues(predictor, cfg.games, cfg.moves)
+        gamma, afterstate = value_definition(predictor, cfg.gamma)
+        if afterstate:
+            raise UserError(f"{cfg.init or cfg.server}: an afterstate value head values the "
+                            "board after a move; value-smoke compares values of boards")
+        player = make_agent(parse_agent(cfg.agent), predictor, gamma, afterstate)
+        agent = _WithValues(player, predictor, cfg.games, cfg.moves)
         res = play_lockstep(agent, seeds, cfg.moves, on_ply=agent.record)
     traj = agent
     lengths = res.moves
@@ -97,7 +105,7 @@ def run(cfg: ValueSmokeConfig, overwrite: bool = False) -> dict:
     ended = np.isin(res.ends, (int(EndReason.NO_MOVES), int(EndReason.TILE_LIMIT)))
     complete = played & (ended[:, None] | (gamma ** (lengths[:, None] - steps) < TAIL_WEIGHT))
     summary = {
-        "games": cfg.games, "gamma": gamma, "moves_per_rollout": cfg.moves,
+        "games": cfg.games, "agent": cfg.agent, "gamma": gamma, "moves_per_rollout": cfg.moves,
         "rollout_moves": int(lengths.sum()), "games_ended": int(ended.sum()),
         "mean_score": float(res.scores.mean()),
         "all_steps": metrics(traj.values[played], returns[played]),
@@ -113,7 +121,8 @@ def run(cfg: ValueSmokeConfig, overwrite: bool = False) -> dict:
 
 
 def format_summary(s: dict) -> str:
-    lines = [f"value smoke: {s['games']} rollouts of up to {s['moves_per_rollout']} moves "
+    lines = [f"value smoke: {s['games']} rollouts of {s['agent']}, up to "
+             f"{s['moves_per_rollout']} moves "
              f"({s['rollout_moves']:,} moves, {s['games_ended']} games ended), gamma {s['gamma']}"]
     for key, name in (("all_steps", "all steps"), ("complete_returns", "complete returns")):
         m = s[key]
