@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import sys
@@ -57,6 +56,7 @@ from lab2048.annotate.files import (
     shard_file,
 )
 from lab2048.data.dataset import Dataset, default_dataset, select_runs
+from lab2048.data.fingerprint import weights_fingerprint
 from lab2048.engine.batch import legal_masks, to_exponents
 from lab2048.errors import UserError
 from lab2048.io import atomic_path, progress_bar
@@ -126,7 +126,7 @@ class LocalModel:
         return out
 
     def weights_fingerprint(self) -> str:
-        return _file_sha256(Path(self.source) / "model.safetensors")
+        return weights_fingerprint(self.source)
 
     def close(self) -> None:
         pass
@@ -166,21 +166,10 @@ class RemoteModel:
         return out
 
     def weights_fingerprint(self) -> str:
-        return _file_sha256(Path(self.init) / "model.safetensors") if self.init else ""
+        return weights_fingerprint(self.init) if self.init else ""
 
     def close(self) -> None:
         self.client.close()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(1 << 22):
-                digest.update(block)
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    return f"sha256:{digest.hexdigest()}"
 
 
 def resolve_gamma(target: ValueTarget | None, flag: float | None, sidecar: str,

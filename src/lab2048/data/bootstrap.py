@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lab2048.data.dataset import Dataset
-from lab2048.data.fingerprint import file_sha256
+from lab2048.data.fingerprint import weights_fingerprint
 from lab2048.errors import UserError
 from lab2048.io import progress_bar
 from lab2048.value_target import read_value_target
@@ -60,7 +60,7 @@ def bootstrap_values(ds: Dataset, init: Path, gamma: float, output: Path, progre
     model = load_init(init)
     if not model.cfg.value_head.enabled:
         raise UserError(f"{init}: the model has no value head to bootstrap on")
-    weights = file_sha256(Path(init) / "model.safetensors")
+    weights = weights_fingerprint(init)
     cache = _cache_dir(output, weights)
     cache.mkdir(parents=True, exist_ok=True)
     shards = []

@@ -5,7 +5,8 @@
   hashed while it is in memory and the pieces added up (`hash_piece`, `Hash.add`), in any
   order: the sidecar builder hashes every chunk's rows as it goes, and a reader hashes a whole
   memory-mapped shard (`fingerprint`). Written "data128:<32 hex>:<rows>".
-- `file_sha256`: "sha256:<hex>" of a file's bytes (the bootstrapping model's weights).
+- `file_sha256`: "sha256:<hex>" of a file's bytes; `weights_fingerprint` that of a model
+  init's model.safetensors (a bootstrapping model, an annotating or playing one).
 - `json_sha256`: "sha256:<hex>" of a JSON object's canonical text (sorted keys, no spaces):
   values.json stores it over its own fields so that a hand edit is refused.
 
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 from numba import njit
+
+from lab2048.errors import UserError
 
 
 @njit(cache=True, nogil=True)
@@ -94,10 +97,18 @@ def fingerprint(rows: np.ndarray) -> str:
 
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
     return f"sha256:{h.hexdigest()}"
+
+
+def weights_fingerprint(init: str | Path) -> str:
+    """file_sha256 of a model init's weights (what makes its outputs what they are)."""
+    return file_sha256(Path(init) / "model.safetensors")
 
 
 def json_sha256(obj) -> str:
