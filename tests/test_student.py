@@ -182,6 +182,8 @@ def test_selfplay_config_is_checked(start_init, tmp_path):
         train(_td(start_init, tmp_path / "a", **{"objective.target_kind": "'monte_carlo'"}))
     with pytest.raises(UserError, match="policy_label = 'teacher'"):
         train(_td(start_init, tmp_path / "b", **{"objective.policy_label": "'move'"}))
+    with pytest.raises(UserError, match="needs a model with a value head"):
+        train(_td(start_init, tmp_path / "b", **{"model.value_head.enabled": "false"}))
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "keep.txt").write_text("mine")
     with pytest.raises(UserError, match="already exists"):
@@ -204,3 +206,18 @@ def test_offline_agreement_on_student_games_is_with_the_teacher(start_init, tmp_
     # greedy's own moves, scored against the teacher's: not against themselves
     assert agreement == pytest.approx(np.mean(teacher_moves(rows) == rows["move_dir"]))
     assert agreement < 1.0
+
+
+def test_include_keeps_the_valuation_types_and_refuses_a_clash(tmp_path):
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(default_dataset(), base)
+    types = json.loads((base / "valuation_types.json").read_text())
+    (base / "valuation_types.json").write_text(json.dumps({**types, "custom": 7}))
+    _greedy(tmp_path, "mix", include=str(base), include_where="id <= 1", games=1)
+    written = json.loads((tmp_path / "mix" / "valuation_types.json").read_text())
+    assert written == {**types, "custom": 7}
+    (base / "valuation_types.json").write_text(json.dumps({**types, "search": 9}))
+    with pytest.raises(UserError, match="valuation type ids differ"):
+        _greedy(tmp_path, "clash", include=str(base))

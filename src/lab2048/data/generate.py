@@ -38,14 +38,16 @@ from pathlib import Path
 import numpy as np
 
 from lab2048.data.config import GenerateConfig
-from lab2048.data.dataset import STEP_DTYPE, Dataset, DatasetWriter, Run, make_rows
-from lab2048.data.student import (
-    SOURCE_PREFIX,
-    copy_runs,
-    included,
-    play_students,
-    weights_fingerprint,
+from lab2048.data.dataset import (
+    STEP_DTYPE,
+    VALUATION_TYPES,
+    Dataset,
+    DatasetWriter,
+    Run,
+    make_rows,
 )
+from lab2048.data.fingerprint import weights_fingerprint
+from lab2048.data.student import SOURCE_PREFIX, copy_runs, included, play_students
 from lab2048.data.workers import process_pool
 from lab2048.engine.conventions import EndReason
 from lab2048.errors import UserError
@@ -234,6 +236,8 @@ def _assemble(cfg: GenerateConfig, out: Path, staging: Path, overwrite: bool,
                     "include": cfg.include}
     scores, highest, search_seconds, nodes, searched = [], [], 0.0, 0, 0
     with DatasetWriter(out, session=session, overwrite=overwrite, shard_rows=cfg.shard_rows,
+                       valuation_types={**VALUATION_TYPES,
+                                        **(include.valuation_types if include else {})},
                        inputs=(include.root,) if include else ()) as writer:
         if include is not None:
             copy_runs(include, writer, cfg.include_where)

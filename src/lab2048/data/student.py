@@ -25,6 +25,7 @@ Choices
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from pathlib import Path
 
@@ -37,19 +38,12 @@ from lab2048.data.dataset import (
     DatasetWriter,
     make_rows,
     read_run_table,
-    read_runs,
     select_runs,
 )
-from lab2048.data.fingerprint import file_sha256
 from lab2048.engine.batch import highest_exponents
 from lab2048.errors import UserError
 
 SOURCE_PREFIX = "agent:"
-
-
-def weights_fingerprint(init: str) -> str:
-    """sha256 of the model's weights file (what makes an --init's games what they are)."""
-    return file_sha256(Path(init) / "model.safetensors")
 
 
 class Recorder:
@@ -101,16 +95,17 @@ def label_rows(run_id: int, seed: int, boards: np.ndarray, masks: np.ndarray,
 
 
 def included(cfg: GenerateConfig) -> tuple[Dataset | None, int]:
-    """The --include dataset (None without one) and the largest run id in it (0 without)."""
+    """The --include dataset (None without one) and the largest run id in it (0 without).
+    Its valuation types must agree with lab2048's: a name keeps its id, an id its name."""
     if not cfg.include:
         return None, 0
     ds = Dataset(Path(cfg.include))
-    clash = {k: v for k, v in ds.valuation_types.items() if VALUATION_TYPES.get(k, v) != v}
-    if clash or any(v in VALUATION_TYPES.values() and k not in VALUATION_TYPES
-                    for k, v in ds.valuation_types.items()):
+    names = {v: k for k, v in VALUATION_TYPES.items()}
+    if any(VALUATION_TYPES.get(k, v) != v or names.get(v, k) != k
+           for k, v in ds.valuation_types.items()):
         raise UserError(f"{ds.root / 'valuation_types.json'}: valuation type ids differ from "
                         f"lab2048's {VALUATION_TYPES}")
-    ids = read_runs(ds.root / "metadata.db", ("id",))["id"]
+    ids = ds.runs["id"]
     return ds, int(ids.max()) if len(ids) else 0
 
 
@@ -121,10 +116,9 @@ def copy_runs(ds: Dataset, writer: DatasetWriter, where: str = "") -> None:
     rows = rows[np.isin(rows["run_id"], select_runs(ds.root, where))]
     order = np.argsort(rows["run_id"], kind="stable")
     rows = rows[order]
-    starts = np.searchsorted(rows["run_id"], np.unique(rows["run_id"]))
-    ends = np.append(starts[1:], len(rows))
+    bounds = np.append(np.searchsorted(rows["run_id"], np.unique(rows["run_id"])), len(rows))
     facts = {run.id: run for run in read_run_table(ds.root / "metadata.db")}
-    for a, b in zip(starts, ends[:len(starts)], strict=True):
+    for a, b in itertools.pairwise(bounds):
         run_id = int(rows["run_id"][a])
         if run_id not in facts:
             raise UserError(f"{ds.root / 'metadata.db'}: run {run_id} has rows but no entry")
