@@ -46,7 +46,7 @@ from pathlib import Path
 
 from lab2048.errors import UserError
 from lab2048.io import atomic_path, publish_dir, temp_dir_beside
-from lab2048.train.config import TrainConfig
+from lab2048.train.config import TrainConfig, model_config
 
 LOG, PLOT = "selfplay.jsonl", "selfplay.png"
 
@@ -59,7 +59,7 @@ def check_config(cfg: TrainConfig) -> None:
     if o.policy_weight > 0 and o.policy_label != "teacher":
         raise UserError("train.mode = 'td' distills the policy from the teacher: set "
                         "objective.policy_label = 'teacher' (or objective.policy_weight = 0)")
-    if not cfg.model.get("value_head", {}).get("enabled", True):
+    if not model_config(cfg).value_head.enabled:
         raise UserError("train.mode = 'td' needs a model with a value head")
 
 
@@ -112,8 +112,7 @@ def run_selfplay(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
         last = train(round_cfg, resume=(run / "checkpoint.pt").exists(), overwrite=True)
         current = run / "init"
         log.append({"kind": "val", "round": r, "games": sp.games,
-                    "mean_score": _mean_score(buffer, r, sp), "buffer_runs": _count_runs(buffer),
-                    **last})
+                    **_buffer_figures(buffer, r * sp.games), **last})
         _write_log(out / LOG, log)
         _plot(log, out / PLOT)
     _plot(log, out / PLOT)
@@ -135,19 +134,14 @@ def _claim(out: Path, resume: bool, overwrite: bool) -> None:
     shutil.rmtree(out)
 
 
-def _mean_score(buffer: Path, r: int, sp) -> float:
-    """The mean score of round r's own games (the buffer's runs with the largest ids)."""
+def _buffer_figures(buffer: Path, last_id: int) -> dict:
+    """The mean score of the round's own games (the buffer's runs with ids above `last_id`,
+    the previous round's largest) and the runs the buffer holds."""
     from lab2048.data.dataset import read_runs
 
     runs = read_runs(buffer / "metadata.db", ("id", "max_score"))
-    mine = runs["id"] > r * sp.games
-    return float(runs["max_score"][mine].mean())
-
-
-def _count_runs(buffer: Path) -> int:
-    from lab2048.data.dataset import read_runs
-
-    return len(read_runs(buffer / "metadata.db", ("id",))["id"])
+    mine = runs["id"] > last_id
+    return {"mean_score": float(runs["max_score"][mine].mean()), "buffer_runs": len(runs["id"])}
 
 
 def _read_log(path: Path) -> list[dict]:
