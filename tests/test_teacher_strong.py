@@ -19,13 +19,16 @@ from lab2048.teacher.search import TT_DTYPE as LINES_TT_DTYPE
 from lab2048.teacher.search import root_values
 
 MOVE_XOR, LINE_REWARD = kernels.tables()
-RANK = 3
+RANK = 3  # tuple11's smallest rank, the tests' table
+RANK10 = 5  # tuple10's smallest rank
+RANKS = {"tuple11": RANK, "tuple10": RANK10}
 SHAPE = T.shape(RANK)
 
 
 def caps_of(formation: str) -> dict[int, int]:
-    """{free cell: cap} of the rank-RANK table of a formation."""
-    return dict(zip(T.free_cells(formation).tolist(), T.caps(RANK, formation).tolist(),
+    """{free cell: cap} of the tests' table of a formation."""
+    rank = RANKS[formation]
+    return dict(zip(T.free_cells(formation).tolist(), T.caps(rank, formation).tolist(),
                     strict=True))
 
 
@@ -132,28 +135,35 @@ def test_corner_search_matches_plain_expectimax(depth, cutoff):
 @pytest.fixture(scope="module")
 def table_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tables")
-    for formation in T.FORMATIONS:
-        T.build(RANK, out, progress=False, formation=formation)
+    for formation, rank in RANKS.items():
+        T.build(rank, out, progress=False, formation=formation)
+    T.build(RANK + 1, out, progress=False)  # for games: rank 3's caps are too tight to play
     return out
+
+
+def py_goal(e, formation, rank) -> bool:
+    """A goal of the formation (its patterns of r − k exponents) on the exponents e."""
+    return any(all(e[c] == rank - k for c, k in goal.items())
+               for goal in T.FORMATIONS[formation].goals)
 
 
 def py_q(b, d, table, formation):
     """Q(b, d) of tables.py's docstring for a build board, read from the table."""
-    locked, target = T.FORMATIONS[formation]
+    rank = RANKS[formation]
     caps = caps_of(formation)
     nb, _ = kernels.move_fast(b, d, MOVE_XOR, LINE_REWARD)
     if nb == b:
         return None
     before, after = cells(b), cells(nb)
-    if any(before[i] != after[i] for i in locked):
+    if any(before[i] != after[i] for i in T.FORMATIONS[formation].locked):
         return 0.0
-    if after[target] == RANK + 1:
-        return 1.0
     if any(after[i] > cap for i, cap in caps.items()):
         return 0.0
+    if py_goal(after, formation, rank):
+        return 1.0
     empty = [i for i in caps if after[i] == 0]
     total = 0.0
-    shape = T.shape(RANK, formation)
+    shape = T.shape(rank, formation)
     for i in empty:
         for tile, p in ((1, 0.9), (2, 0.1)):
             child = np.uint64(int(nb) | tile << (60 - 4 * i))
@@ -162,22 +172,28 @@ def py_q(b, d, table, formation):
 
 
 def test_formation_caps_and_sizes():
-    # caps fall by one per step beyond the target's neighbours, never below 2
-    assert caps_of("tuple11") == {6: 3, 3: 2, 7: 3, 8: 2, 9: 2, 10: 3, 11: 2, 12: 2, 13: 2,
-                                  14: 2, 15: 2}
-    assert T.caps(6, "tuple10").tolist() == [6, 6, 3, 4, 5, 6, 2, 3, 4, 5]  # cells 7, 3, 8..15
-    assert T.free_cells("tuple10").tolist() == [7, 3, 8, 9, 10, 11, 12, 13, 14, 15]
-    assert [T.entries(r, "tuple10") for r in (6, 7)] == [14_817_600, 90_316_800]
-    assert T.entries(6) == 222_264_000  # tuple11 rank 6, as documented
-    assert T.shape(5, "tuple10")[4].tolist() == [6] + [-1] * 15  # the target's locked neighbour
+    # tuple11 rank 7: 7 in (1, 2), 6 in column 3 and row 2, 5 in row 3
+    assert T.caps(7).tolist() == [6, 7, 6, 6, 6, 6, 6, 5, 5, 5, 5]  # cells 3, 6, 7, 8..15
+    assert T.free_cells().tolist() == [3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    assert caps_of("tuple11") == {3: 2, 6: 3, 7: 2, 8: 2, 9: 2, 10: 2, 11: 2, 12: 2, 13: 2,
+                                  14: 2, 15: 2}  # never below 2
+    # tuple10 rank 10: 9 and 8 down column 3 and along row 2, 7 elsewhere
+    assert T.caps(10, "tuple10").tolist() == [9, 8, 9, 8, 7, 7, 7, 7, 7, 7]
+    assert T.free_cells("tuple10").tolist() == [3, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    assert T.entries(7) == 8 * 7 ** 6 * 6 ** 4 == 1_219_784_832  # as documented
+    assert T.entries(10, "tuple10") == 10 * 9 * 10 * 9 * 8 ** 6 == 2_123_366_400
+    shape = T.shape(9, "tuple10")
+    assert shape[4].tolist()[:3] == [4, 5, 6] and shape[5, :2].tolist() == [0, 5]
+    assert shape[6].tolist() == [0] * 8 + [8, 7, 6, 0, 0, 0, 6, 0]  # (2, 0..2) and (3, 2)
 
 
 @pytest.mark.parametrize("formation", list(T.FORMATIONS))
 def test_table_satisfies_its_recurrence(table_dir, formation):
-    table = T.load(RANK, table_dir, formation)
-    shape = T.shape(RANK, formation)
+    rank = RANKS[formation]
+    table = T.load(rank, table_dir, formation)
+    shape = T.shape(rank, formation)
     caps = caps_of(formation)
-    assert len(table) == np.prod([c + 1 for c in caps.values()]) == T.entries(RANK, formation)
+    assert len(table) == np.prod([c + 1 for c in caps.values()]) == T.entries(rank, formation)
     assert not np.any(table == T.UNSET)
     rng = random.Random(0)
     for _ in range(300):
@@ -191,41 +207,45 @@ def test_table_satisfies_its_recurrence(table_dir, formation):
 
 def test_table_golden_positions(table_dir):
     table = T.load(RANK, table_dir)
-    # target 8 with an 8 to its right: Left merges them into 16 in the target, the goal
-    b = board_from([[0] * 4, [0, 0, 8, 8], [0] * 4, [0] * 4])
+    # tuple11 rank 3: an 8 in (1, 2), a 4 below it; Up brings the 4 of (3, 1) to (2, 1), the
+    # ready pair beside (2, 2): a goal
+    b = board_from([[0] * 4, [0, 0, 8, 0], [0, 0, 4, 0], [0, 4, 0, 0]])
     assert table[T.index_of(b, SHAPE)] == T.SCALE
-    # the free region full of tiles that cannot merge: no move keeps the formation
-    grid = [[0, 0, 0, 2], [0, 0, 4, 8], [2, 4, 2, 4], [4, 2, 4, 2]]
+    # the free region full of tiles that cannot merge: no move at all
+    grid = [[0, 0, 0, 2], [0, 0, 8, 4], [4, 2, 4, 2], [2, 4, 2, 4]]
     assert table[T.index_of(board_from(grid), SHAPE)] == 0
-    # tuple10, target (1, 3): Up merges the 8s of (1, 3) and (2, 3) into 16 in the target
-    table, shape = T.load(RANK, table_dir, "tuple10"), T.shape(RANK, "tuple10")
-    b = board_from([[0, 0, 0, 2], [0, 0, 0, 8], [0, 0, 0, 8], [0] * 4])
+    # tuple10 rank 5: 16, 8, 4 down column 3 and a 4 at (3, 2): Right completes the chain
+    table, shape = T.load(RANK10, table_dir, "tuple10"), T.shape(RANK10, "tuple10")
+    b = board_from([[0, 0, 0, 16], [0, 0, 0, 8], [0, 0, 0, 4], [0, 0, 4, 0]])
     assert table[T.index_of(b, shape)] == T.SCALE
-    # an 8 in the target and one above it: Up or Down makes a 16 outside it, above the caps
-    b = board_from([[0, 0, 0, 8], [0, 0, 0, 8], [0] * 4, [0] * 4])
-    assert table[T.index_of(b, shape)] == 0
+    grid = [[0, 0, 0, 4], [0, 0, 0, 2], [2, 4, 2, 4], [4, 2, 4, 2]]
+    assert table[T.index_of(board_from(grid), shape)] == 0
 
 
 def test_file_of_a_rank_holds_the_smaller_ranks(table_dir, tmp_path):
     T.build(RANK + 1, tmp_path, progress=False)
     both = T.load(RANK + 1, tmp_path)
+    # table_dir holds rank 3 and rank 4, the latter started from the former: the same bytes
+    assert T.table_path(table_dir, RANK + 1).read_bytes() == \
+        T.table_path(tmp_path, RANK + 1).read_bytes()
     shapes, offsets, total = T.layout(RANK + 1)
     assert np.array_equal(shapes[RANK], T.shape(RANK))
     assert len(both) == total == T.entries(RANK + 1) + T.entries(RANK)
     assert offsets[RANK + 1] == 0 and offsets[RANK] == T.entries(RANK + 1)
     assert both[offsets[RANK]:].tobytes() == T.load(RANK, table_dir).tobytes()
-    # the rank used is one less than the smaller locked neighbour of the target, at most top
+    # tuple11's rank is one less than the smaller of (0, 2) and (1, 1), at most top
     grid = [[4096, 2048, 64, 0], [512, 32, 0, 0], [0] * 4, [0] * 4]
     assert T.table_rank(board_from(grid), RANK + 1, SHAPE) == 4
     assert T.table_rank(board_from(grid), RANK, SHAPE) == RANK
-    # tuple10: one less than the locked tile left of the target, (1, 2)
+    # tuple10's is the smallest tile of the second row
     grid = [[4096, 2048, 1024, 0], [128, 256, 64, 0], [0] * 4, [0] * 4]
-    assert T.table_rank(board_from(grid), 7, T.shape(RANK, "tuple10")) == 5
+    assert T.table_rank(board_from(grid), 7, T.shape(RANK10, "tuple10")) == 6
 
 
 def test_killed_build_resumes_to_the_same_table(table_dir, tmp_path):
     n = T.entries(RANK)
-    partial = T.table_path(tmp_path, RANK).with_name(f"{T.FORMATION}-r{RANK}.bin.partial")
+    path = T.table_path(tmp_path, RANK)
+    partial = path.with_name(path.name + ".partial")
     work = np.full(n, T.UNSET, np.uint16)
     T._build_range(0, n // 3, SHAPE, work, MOVE_XOR, LINE_REWARD)  # a third, then "killed"
     assert 0 < np.count_nonzero(work != T.UNSET) < n
@@ -241,8 +261,8 @@ def test_missing_or_corrupt_tables_are_refused(table_dir, tmp_path):
     with pytest.raises(UserError, match="build-tables"):
         play_game(1, TeacherConfig.preset("strong", table_rank=RANK, tables_dir=str(tmp_path)))
     half = T.build(RANK, tmp_path / "half", progress=False).parent  # tuple11 only
-    with pytest.raises(UserError, match="build-tables --rank10 3 --out"):
-        play_game(1, TeacherConfig.preset("strong", table_rank=RANK, table10_rank=RANK,
+    with pytest.raises(UserError, match="build-tables --rank10 5 --out"):
+        play_game(1, TeacherConfig.preset("strong", table_rank=RANK, table10_rank=RANK10,
                                            tables_dir=str(half)))
     data = bytearray(T.table_path(table_dir, RANK).read_bytes())
     data[T.HEADER.size + 1000] ^= 1
@@ -255,15 +275,15 @@ def test_missing_or_corrupt_tables_are_refused(table_dir, tmp_path):
 
 
 def test_build_tables_command(table_dir, tmp_path, capsys):
-    args = ["teacher", "build-tables", "--rank", "3", "--rank10", "3", "--out", str(tmp_path)]
+    args = ["teacher", "build-tables", "--rank", "3", "--rank10", "5", "--out", str(tmp_path)]
     assert main([*args, "--quiet"]) == 0
     out = capsys.readouterr().out
     assert f"tuple11 tables of ranks 3..3, {T.entries(RANK):,} entries" in out
-    assert f"tuple10 tables of ranks 3..3, {T.entries(RANK, 'tuple10'):,} entries" in out
-    for formation in T.FORMATIONS:
-        built = T.table_path(tmp_path, RANK, formation).read_bytes()
-        assert built == T.table_path(table_dir, RANK, formation).read_bytes()
-    T.table_path(tmp_path, RANK, "tuple10").write_bytes(b"junk")
+    assert f"tuple10 tables of ranks 5..5, {T.entries(RANK10, 'tuple10'):,} entries" in out
+    for formation, rank in RANKS.items():
+        built = T.table_path(tmp_path, rank, formation).read_bytes()
+        assert built == T.table_path(table_dir, rank, formation).read_bytes()
+    T.table_path(tmp_path, RANK10, "tuple10").write_bytes(b"junk")
     assert main(args) == 2
     assert "not a formation table" in capsys.readouterr().err
 
@@ -273,9 +293,9 @@ def test_build_tables_command(table_dir, tmp_path, capsys):
 
 
 def test_strong_game_mixes_table_and_search_moves(table_dir):
-    cfg = TeacherConfig.preset("strong", table_rank=RANK, table10_rank=RANK,
+    cfg = TeacherConfig.preset("strong", table_rank=RANK + 1, table10_rank=RANK10,
                                tables_dir=str(table_dir))
-    g = play_game(5, cfg, max_moves=600)
+    g = play_game(5, cfg, max_moves=1500)
     assert set(np.unique(g.valuation)) == {0, 1, 2}  # search, tuple11, tuple10
     table_rows = g.valuation > 0
     legal = (g.ev_legal[:, None] >> np.arange(4)) & 1
@@ -290,7 +310,7 @@ def test_strong_game_mixes_table_and_search_moves(table_dir):
         assert np.array_equal(evs, g.branch_evs[i]) and move == g.moves[i]
         assert ev_legal == g.ev_legal[i]
         assert value == g.board_eval[i] == int(np.floor(corner_eval(g.boards[i]) + 0.5))
-    again = play_game(5, cfg, max_moves=600)
+    again = play_game(5, cfg, max_moves=1500)
     assert np.array_equal(again.moves, g.moves) and again.score == g.score
 
 
@@ -309,14 +329,16 @@ def test_presets():
 
 
 def test_tuple10_move_where_tuple11_does_not_apply(table_dir):
-    # six locked tiles, (1, 2) = 16 so the rank is 3: Up merges the 8s of (1, 3) and (2, 3)
-    # into 16 in the target, the goal; tuple11 does not apply (16 in its target is above its cap)
-    grid = [[4096, 2048, 1024, 2], [512, 256, 16, 8], [0, 0, 0, 8], [0] * 4]
-    cfg = TeacherConfig.preset("strong", table_rank=RANK, table10_rank=RANK,
+    # six locked tiles, the smallest of the second row 32 (rank 5): 16, 8, 4 down column 3;
+    # Up (to (2, 2)) and Right (to (3, 3)) both bring the 4 of (3, 2) beside the chain's end,
+    # tuple10's goal, and Up is the first; tuple11 does not apply (32 in its cell (1, 2) is
+    # above the cap of its rank-3 table)
+    grid = [[4096, 2048, 1024, 16], [512, 128, 32, 8], [0, 0, 0, 4], [0, 0, 4, 0]]
+    cfg = TeacherConfig.preset("strong", table_rank=RANK, table10_rank=RANK10,
                                tables_dir=str(table_dir))
     out = search_boards(np.array([board_from(grid)]), np.zeros(1, np.uint16), cfg)
     assert out["valuation"][0] == 2 and out["move_dir"][0] == 0  # tuple10, Up
-    assert out["branch_evs"][0, 0] == 1.0
+    assert out["branch_evs"][0, 0] == out["branch_evs"][0, 3] == 1.0
     assert np.all((out["branch_evs"][0] >= 0) & (out["branch_evs"][0] <= 1))
 
 

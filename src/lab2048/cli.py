@@ -176,7 +176,7 @@ def _teacher_build_tables(args: argparse.Namespace) -> int:
     for formation, rank in (("tuple11", cfg.rank), ("tuple10", cfg.rank10)):
         if rank:
             path = tables.build(rank, cfg.out, progress=not cfg.quiet, formation=formation)
-            print(f"{path}: {formation} tables of ranks {tables.MIN_RANK}..{rank}, "
+            print(f"{path}: {formation} tables of ranks {tables.min_rank(formation)}..{rank}, "
                   f"{tables.layout(rank, formation)[2]:,} entries")
     return 0
 

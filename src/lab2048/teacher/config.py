@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 
 MAX_PLIES = 15  # the transposition table stores a depth in 4 bits
 EVALUATIONS = ("lines", "corner")
-MIN_TABLE_RANK = 3
-MAX_TABLE_RANK = {"table_rank": 7, "table10_rank": 8}  # tuple11 rank 7: 1.3 G entries;
-# tuple10 rank 8: 0.41 G (tables.py)
+TABLE_RANKS = {"table_rank": (3, 7), "table10_rank": (5, 10)}  # (smallest, largest): tuple11
+# rank 7 holds 1.45 G entries, tuple10 rank 10 2.9 G (tables.py, docs/teacher.md)
 PRESETS = {
     "default": {},
     "strong": {"evaluation": "corner", "depth": 3, "adaptive": True, "max_depth": 4,
@@ -69,10 +68,10 @@ class TeacherConfig:
         if self.evaluation not in EVALUATIONS:
             raise ValueError(f"evaluation must be one of {', '.join(EVALUATIONS)}, "
                              f"got {self.evaluation!r}")
-        for name, top in MAX_TABLE_RANK.items():
+        for name, (low, top) in TABLE_RANKS.items():
             rank = getattr(self, name)
-            if rank and not MIN_TABLE_RANK <= rank <= top:
-                raise ValueError(f"{name} must be 0 or in {MIN_TABLE_RANK}..{top}, got {rank}")
+            if rank and not low <= rank <= top:
+                raise ValueError(f"{name} must be 0 or in {low}..{top}, got {rank}")
 
     @classmethod
     def preset(cls, name: str, **changes) -> TeacherConfig:
@@ -98,10 +97,12 @@ class BuildTablesConfig:
         "help": "table directory (default: $XDG_CACHE_HOME/lab2048/teacher-tables)",
         "metavar": "DIR"})
     rank: int = field(default=PRESETS["strong"]["table_rank"], metadata={
-        "help": "tuple11 formation: largest rank R (0: none); the file holds ranks 3..R; rank r "
-                "builds a 2^(r+1) tile in its target cell",
-        "choices": [0, *range(MIN_TABLE_RANK, MAX_TABLE_RANK["table_rank"] + 1)]})
+        "help": "tuple11 formation (five locked tiles): largest rank R (0: none); the file "
+                "holds ranks 3..R; rank r builds a 2^r tile beside the locked corner",
+        "choices": [0, *range(TABLE_RANKS["table_rank"][0], TABLE_RANKS["table_rank"][1] + 1)]})
     rank10: int = field(default=PRESETS["strong"]["table10_rank"], metadata={
-        "help": "tuple10 formation (six locked tiles): largest rank (0: none)",
-        "choices": [0, *range(MIN_TABLE_RANK, MAX_TABLE_RANK["table10_rank"] + 1)]})
+        "help": "tuple10 formation (six locked tiles): largest rank R (0: none); the file "
+                "holds ranks 5..R; rank r builds a 2^(r-1) chain under the locked corner",
+        "choices": [0, *range(TABLE_RANKS["table10_rank"][0],
+                              TABLE_RANKS["table10_rank"][1] + 1)]})
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})

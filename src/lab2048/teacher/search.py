@@ -311,7 +311,7 @@ _NO_TABLE = np.zeros(0, np.uint16)
 
 def _formation(cfg: TeacherConfig, rank: int, formation: str):
     """(rank, shapes, offsets, table) of one formation, its table loaded if used (rank > 0)."""
-    shapes, offsets, _ = tables.layout(max(rank, tables.MIN_RANK), formation)
+    shapes, offsets, _ = tables.layout(max(rank, tables.min_rank(formation)), formation)
     table = tables.load(rank, cfg.tables_dir, formation) if rank else _NO_TABLE
     return rank, shapes, offsets, table
 

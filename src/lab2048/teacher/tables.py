@@ -3,73 +3,66 @@ steers into, computed once by exhaustive expectimax and looked up during play.
 
 Choices
 - A formation (`FORMATIONS`) is a set of locked cells holding big tiles in the top-left
-  corner and a target cell; every other cell is free. Two formations, named by their
-  dataset valuation types (for their 11 and 10 free cells). Cells are (row, column), row 0
-  on top:
+  corner; every other cell is free. Two formations, named by their dataset valuation types
+  (for their 11 and 10 free cells), the two of the public macroxue/2048-ai player's
+  "perimeter defense" play (its tuple11 and tuple10 tables, studied as facts; this is an
+  independent implementation). Cells are (row, column), row 0 on top; for a table of rank r
+  each free cell holds at most the exponent r − k of its letter k (never below 2, so a spawned
+  4 fits):
 
       tuple11             tuple10             L  locked
-      L L L f             L L L f             T  the target cell
-      L L T f             L L L T             f  the other free cells
-      f f f f             f f f f
-      f f f f             f f f f
+      L L L 1             L L L 1             0..3  free, capped at r − k
+      L L 0 1             L L L 2
+      1 1 1 1             1 2 3 3
+      2 2 2 2             3 3 3 3
 
-  tuple11 builds the sixth tile of the corner, beside the second locked tile of the second
-  row; tuple10 builds the seventh, beside the third (the smallest locked tile when the corner
-  descends left to right and top to bottom).
-- Each free cell has a cap, the largest exponent it may hold: for a table of rank r, r on
-  the target and its neighbours, one less per further step from the target, never below 2
-  (a spawned 4 fits). For tuple11:
-
-      .   .   .   r−1        rank 6: target, (1,3), (2,2) up to 64; (0,3), (2,1), (2,3),
-      .   .   r   r               (3,2) up to 32; (2,0), (3,1), (3,3) up to 16; (3,0) up to 8
-      r−2 r−1 r   r−1
-      r−3 r−2 r−1 r−2
-
-  and for tuple10 r on (0,3), (1,3), (2,3), r − 1 on (2,2), (3,3), r − 2 on (2,1), (3,2),
-  r − 3 on (2,0), (3,1), r − 4 on (3,0) (an r in the target is made of two r − 1 next to
-  each other, and so on outward). The table holds, for every filling of the free cells within
-  their caps (0 = empty), the probability P that optimal play reaches the goal, a tile of
-  exponent r + 1 in the target cell, without ever moving a locked tile or making a free tile
-  above its cap:
+  tuple11 builds the sixth tile of the corner in cell (1, 2); its rank is one less than the
+  smaller of that cell's locked neighbours (0, 2) and (1, 1), at most the file's rank R. Its
+  goal: an r in (1, 2) with a ready pair of r − 1 tiles beside it ((1, 3) with (0, 3) or (2, 3);
+  (2, 2) with (2, 1), (2, 3) or (3, 2)), or the chain r − 1, r − 2, r − 2 down column 3, so
+  that a few merges bring r + 1 next to the locked corner.
+  tuple10 builds under the six locked tiles: its rank is the smallest tile of the second row;
+  its goal is the chain r − 1, r − 2, r − 3 along row 2 from (2, 0) with a second r − 3
+  beside its end ((2, 2) with (2, 3) or (3, 2); or (3, 1) with (3, 0) or (3, 2)), or down
+  column 3 from (0, 3) with a second r − 3 beside (2, 3) ((2, 2) or (3, 3)).
+  The table holds, for every filling of the free cells within their caps (0 = empty), the
+  probability P that optimal play reaches the goal without ever moving a locked tile or making
+  a free tile above its cap:
 
       P(s)    = max over moves d of Q(s, d)                    (0 if no move qualifies)
-      Q(s, d) = 1                                          if move(s, d) has r + 1 in T
-              = 0                                          if it moves a locked tile or puts
-                                                              a free tile above its cap
+      Q(s, d) = 0                                          if move(s, d) moves a locked tile
+                                                              or puts a free tile above its cap
+              = 1                                          if move(s, d) is a goal
               = (1/n) Σ_{empty free i} [0.9·P(s' + 2@i) + 0.1·P(s' + 4@i)]  otherwise
                                                               (s' = move(s, d), n empties)
 
   The locked cells hold the distinct exponents 15, 14, 13, ... while the table is built, so
   they never merge; every move adds a spawn and merges keep the sum of the free tiles, so the
-  recursion ends. This is the method the public macroxue/2048-ai player describes for its
-  lookup tables (its logs call such moves `tuple11` and `tuple10`); the formations, goals and
-  encoding here are this project's own.
+  recursion ends.
 - Index of a state: the free cells' exponents as the digits of a mixed-radix number (radix
-  cap + 1), the target cell the lowest digit, then the other free cells in reading order.
-  Entries are u16: round(P·65534); 65535 marks an entry not yet computed. The file of rank R
-  holds the tables of ranks R, R − 1, ..., 3 one after the other (`layout`): 2 bytes an
-  entry. tuple11, R = 3: 0.42 M entries (0.8 MiB), 4: 3.0 M (5.7 MiB), 5: 28.9 M (55 MiB),
-  6: 251 M (479 MiB), 7: 1.58 G (3.0 GiB); tuple10, R = 6: 17.8 M (34 MiB), 7: 108 M
-  (206 MiB), 8: 520 M (991 MiB).
+  cap + 1), in reading order, the first free cell the lowest digit. Entries are u16:
+  round(P·65534); 65535 marks an entry not yet computed. The file of rank R holds the tables
+  of ranks R, R − 1, ..., the formation's smallest rank one after the other (`layout`):
+  2 bytes an entry (sizes in docs/teacher.md).
 - The compiled functions see a rank of a formation as `shape(rank, formation)`, an int64
-  array of the caps, place values, free cells, locked cells and the target's locked
-  neighbours, so one set of functions serves every formation.
-- Use during play (`formation_values`): the rank used for a board is one less than the
-  smallest of the target's locked neighbours, at most R, so the goal tile merges into the
-  locked corner. The board qualifies, as it is or mirrored on its main diagonal (Up <-> Left,
-  Down <-> Right), when that rank is at least 3, its locked cells hold exponents above the
-  rank with no two neighbours equal, and every free cell, the target included, is within its
-  cap (the free tiles then never merge with a locked one, as in the table). Each move's Q is
-  then computed from the table; when the best Q reaches the formation's `MIN_PROB`, the
-  table's move is played (branch_evs = Q), else the next formation or the search decides.
-  With both orientations qualifying, the one with the higher best Q counts.
+  array of the caps, place values, free cells, locked cells, anchor cells, scalars and goal
+  patterns, so one set of functions serves every formation.
+- Use during play (`formation_values`): a board qualifies for the table of its rank (see
+  above; at least the formation's smallest rank), as it is or mirrored on its main diagonal
+  (Up <-> Left, Down <-> Right), when its locked cells hold exponents above every cap with no
+  two neighbours equal, every free cell is within its cap, and it is not already a goal. Each
+  move's Q is then computed from the table; when the best Q reaches the formation's
+  `MIN_PROB`, the table's move is played (branch_evs = Q), else the next formation or the
+  search decides. With both orientations qualifying, the one with the higher best Q counts.
 - Building (`build`): a depth-first pass over all indices, memoised in a u16 file mapped into
   memory (`.partial`): an entry is written once, when final, so a killed build resumes where
-  it stopped. The recursion reads every P back as stored (rounded to u16), so a resumed build
+  it stopped. The ranks' tables are independent, and the file of rank R ends with the entries
+  of the file of rank R − 1, so a build starts from the largest smaller file of its
+  directory. The recursion reads every P back as stored (rounded to u16), so a resumed build
   gives the same table as one that ran through, and each entry is its recurrence of the
   stored entries, rounded. The finished tables are written as one file with a 64-byte header
   (magic, format, rank, entries, checksum) and renamed into place; loading checks all of
-  them. The file name carries the formation (`tuple10-r7.bin`).
+  them. The file name carries the formation and the format (`tuple10-r9-f3.bin`).
 - Numba caches a caller with its callees compiled in: after editing this module, delete the
   `search.*.nbi/.nbc` cache files beside `search.py`, or the game loop keeps the old code.
 """
@@ -78,6 +71,7 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,44 +81,70 @@ from lab2048.engine import kernels as K
 from lab2048.errors import UserError
 
 U64 = np.uint64
-FORMATIONS = {  # name (the dataset's valuation type): (locked cells, target cell)
-    "tuple11": ((0, 1, 2, 4, 5), 6),
-    "tuple10": ((0, 1, 2, 4, 5, 6), 7),
+
+
+@dataclass(frozen=True)
+class Formation:
+    """A formation: locked cells; {free cell: k}, its cap r − k; the anchor cells, whose
+    smallest exponent less `anchor_less` is a board's rank; goal patterns, each {cell: k}
+    asking for the exponent r − k; the smallest rank; the probability from which its move is
+    played."""
+
+    locked: tuple[int, ...]
+    cap_less: dict[int, int]
+    anchors: tuple[int, ...]
+    anchor_less: int
+    goals: tuple[dict[int, int], ...]
+    min_rank: int
+    min_prob: float
+
+
+SCALE = 65534.0
+UNSET = np.uint16(65535)
+FORMATIONS = {
+    "tuple11": Formation(
+        locked=(0, 1, 2, 4, 5),
+        cap_less={3: 1, 6: 0, 7: 1, 8: 1, 9: 1, 10: 1, 11: 1, 12: 2, 13: 2, 14: 2, 15: 2},
+        anchors=(2, 5), anchor_less=1,
+        goals=({6: 0, 7: 1, 3: 1}, {6: 0, 7: 1, 11: 1}, {6: 0, 3: 1, 7: 2, 11: 2},
+               {6: 0, 10: 1, 9: 1}, {6: 0, 10: 1, 11: 1}, {6: 0, 10: 1, 14: 1}),
+        min_rank=3, min_prob=0.9),
+    # played whenever any move can reach its goal (1/SCALE: the smallest stored probability
+    # above 0), as the public player plays its tuple10
+    "tuple10": Formation(
+        locked=(0, 1, 2, 4, 5, 6),
+        cap_less={3: 1, 7: 2, 8: 1, 9: 2, 10: 3, 11: 3, 12: 3, 13: 3, 14: 3, 15: 3},
+        anchors=(4, 5, 6), anchor_less=0,
+        goals=({8: 1, 9: 2, 10: 3, 14: 3}, {8: 1, 9: 2, 10: 3, 11: 3},
+               {8: 1, 9: 2, 13: 3, 12: 3}, {8: 1, 9: 2, 13: 3, 14: 3},
+               {3: 1, 7: 2, 11: 3, 10: 3}, {3: 1, 7: 2, 11: 3, 15: 3}),
+        min_rank=5, min_prob=1 / SCALE),
 }
 FORMATION = "tuple11"
 MIN_CAP = 2  # every free cell can take a spawned 4
-MIN_RANK = 3
-SCALE = 65534.0
-UNSET = np.uint16(65535)
-# a table move is played from this probability; tuple10 whenever any move can reach its goal
-# (1/SCALE: the smallest stored probability above 0), as the public player plays its tuple10
-MIN_PROB = {"tuple11": 0.9, "tuple10": 1 / SCALE}
+MIN_PROB = {name: f.min_prob for name, f in FORMATIONS.items()}
 MAGIC = b"L2048TBL"
-FORMAT = 2  # 2: per-cell caps
+FORMAT = 3  # 3: goal patterns
 HEADER = struct.Struct("<8sIIQQ32x")  # magic, format, rank, entries, checksum: 64 bytes
-ROWS = 5  # a shape's rows: caps, place values, free cells, locked cells, target's neighbours
+GOAL_ROWS = max(len(f.goals) for f in FORMATIONS.values())
+ROWS = 6 + GOAL_ROWS  # caps, places, free cells, locked cells, anchors, scalars, goals
 
 _jit = njit(cache=True, nogil=True)
 
 
-def _adjacent(a: int, b: int) -> bool:
-    return abs(a // 4 - b // 4) + abs(a % 4 - b % 4) == 1
+def min_rank(formation: str = FORMATION) -> int:
+    return FORMATIONS[formation].min_rank
 
 
 def free_cells(formation: str = FORMATION) -> np.ndarray:
-    """The free cells in index order: the target first, then the others in reading order."""
-    locked, target = FORMATIONS[formation]
-    return np.array([target] + [c for c in range(16) if c not in locked and c != target],
-                    np.int64)
+    """The free cells in index order (reading order)."""
+    return np.array(sorted(FORMATIONS[formation].cap_less), np.int64)
 
 
 def caps(rank: int, formation: str = FORMATION) -> np.ndarray:
-    """The largest exponent each free cell may hold: rank for the target and its neighbours,
-    one less per further step, at least MIN_CAP."""
-    target = FORMATIONS[formation][1]
-    steps = np.array([abs(c // 4 - target // 4) + abs(c % 4 - target % 4)
-                      for c in free_cells(formation)])
-    return np.maximum(MIN_CAP, rank - np.maximum(0, steps - 1)).astype(np.int64)
+    """The largest exponent each free cell may hold: rank − k, at least MIN_CAP."""
+    less = FORMATIONS[formation].cap_less
+    return np.array([max(MIN_CAP, rank - less[c]) for c in free_cells(formation)], np.int64)
 
 
 def places(rank: int, formation: str = FORMATION) -> np.ndarray:
@@ -140,28 +160,34 @@ def entries(rank: int, formation: str = FORMATION) -> int:
 
 def shape(rank: int, formation: str = FORMATION) -> np.ndarray:
     """int64[ROWS, 16], the compiled functions' view of a formation's rank: caps and place
-    values of the free cells (row 0, 1), the free cells, target first (row 2), the locked
-    cells (row 3), the locked neighbours of the target (row 4); rows padded with -1."""
-    locked, target = FORMATIONS[formation]
+    values of the free cells (rows 0, 1), the free cells (row 2), the locked cells (row 3),
+    the anchor cells (row 4), the scalars anchor_less and min_rank (row 5), then one row per
+    goal pattern, the exponent asked of each cell (0: any); rows padded with -1."""
+    f = FORMATIONS[formation]
     out = np.full((ROWS, 16), -1, np.int64)
     free = free_cells(formation)
     out[0, :len(free)], out[1, :len(free)], out[2, :len(free)] = (
         caps(rank, formation), places(rank, formation), free)
-    out[3, :len(locked)] = locked
-    near = [c for c in locked if _adjacent(c, target)]
-    out[4, :len(near)] = near
+    out[3, :len(f.locked)] = f.locked
+    out[4, :len(f.anchors)] = f.anchors
+    out[5, :2] = f.anchor_less, f.min_rank
+    for p, goal in enumerate(f.goals):
+        out[6 + p] = 0
+        for cell, k in goal.items():
+            out[6 + p, cell] = rank - k
     return out
 
 
 def layout(rank: int, formation: str = FORMATION) -> tuple[np.ndarray, np.ndarray, int]:
-    """The file of rank R holds the tables of ranks R, R − 1, ..., MIN_RANK in that order:
+    """The file of rank R holds the tables of ranks R, R − 1, ..., min_rank in that order:
     (shapes int64[R + 1, ROWS, 16] indexed by rank, offsets int64[R + 1] of each rank's first
     entry, total entries)."""
+    low = min_rank(formation)
     shapes = np.full((rank + 1, ROWS, 16), -1, np.int64)
-    shapes[:] = shape(MIN_RANK, formation)  # the cell rows, also for the unused ranks
+    shapes[:] = shape(low, formation)  # the cell rows and scalars, also for the unused ranks
     offsets = np.zeros(rank + 1, np.int64)
     total = 0
-    for r in range(rank, MIN_RANK - 1, -1):
+    for r in range(rank, low - 1, -1):
         shapes[r], offsets[r] = shape(r, formation), total
         total += entries(r, formation)
     return shapes, offsets, total
@@ -175,7 +201,7 @@ def default_dir() -> Path:
 
 
 def table_path(directory: str | Path, rank: int, formation: str = FORMATION) -> Path:
-    return Path(directory or default_dir()) / f"{formation}-r{rank}.bin"
+    return Path(directory or default_dir()) / f"{formation}-r{rank}-f{FORMAT}.bin"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,9 +241,25 @@ def index_of(b, shape):
 
 
 @_jit
+def is_goal(x, shape):
+    """Whether board x matches one of the formation's goal patterns (shape rows 6..)."""
+    for p in range(6, shape.shape[0]):
+        if shape[p, 0] < 0:
+            break
+        match = True
+        for c in range(16):
+            if shape[p, c] > 0 and nibble(x, c) != shape[p, c]:
+                match = False
+                break
+        if match:
+            return True
+    return False
+
+
+@_jit
 def outcome(b, nb, shape):
     """What a move from b to nb is for the formation: -1 illegal, 0 it fails (a locked tile
-    moved or a free tile above its cap), 1 the goal, 2 play on (spawn a tile next)."""
+    moved or a free tile above its cap), 1 a goal, 2 play on (spawn a tile next)."""
     if nb == b:
         return -1
     for k in range(16):
@@ -225,14 +267,12 @@ def outcome(b, nb, shape):
             break
         if nibble(nb, shape[3, k]) != nibble(b, shape[3, k]):
             return 0
-    if nibble(nb, shape[2, 0]) == shape[0, 0] + 1:
-        return 1
     for j in range(16):
         if shape[2, j] < 0:
             break
         if nibble(nb, shape[2, j]) > shape[0, j]:
             return 0
-    return 2
+    return 1 if is_goal(nb, shape) else 2
 
 
 @_jit
@@ -278,7 +318,8 @@ def _value(index, shape, table, move_xor, line_reward, stats):
                         break
                     if nibble(nb, shape[2, j]) == 0:
                         for child in (base + shape[1, j], base + 2 * shape[1, j]):
-                            _value(child, shape, table, move_xor, line_reward, stats)
+                            if table[child] == UNSET:
+                                _value(child, shape, table, move_xor, line_reward, stats)
                 best = max(best, spawn_mean(nb, shape, table))
         table[index] = np.uint16(np.floor(best * SCALE + 0.5))
         stats[0] += 1
@@ -310,7 +351,7 @@ def checksum(table):
 
 def build(rank: int, directory: str | Path = "", progress: bool = True,
           chunk: int = 1 << 18, formation: str = FORMATION) -> Path:
-    """Build the tables of this formation, ranks MIN_RANK..rank, into `directory` (default:
+    """Build the tables of this formation, ranks min_rank..rank, into `directory` (default:
     the user cache directory); resumes a killed build from its `.partial` file. Returns the
     file's path."""
     from lab2048.io import atomic_path, progress_bar
@@ -326,14 +367,21 @@ def build(rank: int, directory: str | Path = "", progress: bool = True,
     shapes, offsets, n = layout(rank, formation)
     partial = path.with_name(path.name + ".partial")
     if not partial.exists() or partial.stat().st_size != 2 * n:
+        fresh = np.full(n, UNSET, np.uint16)
+        for smaller in range(rank - 1, min_rank(formation) - 1, -1):  # its ranks are our tail
+            if table_path(directory, smaller, formation).exists():
+                done = load(smaller, directory, formation)
+                fresh[n - len(done):] = done
+                break
         with atomic_path(partial) as tmp:
-            np.full(n, UNSET, np.uint16).tofile(tmp)
+            fresh.tofile(tmp)
+        del fresh
     table = np.memmap(partial, np.uint16, "r+", shape=(n,))
     move_xor, line_reward = K.tables()
     done = int(np.count_nonzero(table != UNSET))
     with progress_bar(progress, total=n, initial=done, unit="entry", unit_scale=True,
-                      desc=f"{formation} ranks {MIN_RANK}..{rank}") as bar:
-        for r in range(rank, MIN_RANK - 1, -1):
+                      desc=f"{formation} ranks {min_rank(formation)}..{rank}") as bar:
+        for r in range(rank, min_rank(formation) - 1, -1):
             region = table[offsets[r]: offsets[r] + entries(r, formation)]
             for start in range(0, len(region), chunk):
                 bar.update(int(_build_range(start, min(start + chunk, len(region)), shapes[r],
@@ -358,7 +406,7 @@ _loaded: dict[Path, np.ndarray] = {}
 
 
 def load(rank: int, directory: str | Path = "", formation: str = FORMATION) -> np.ndarray:
-    """The tables of ranks MIN_RANK..rank (u16 entries in one array, see `layout`;
+    """The tables of ranks min_rank..rank (u16 entries in one array, see `layout`;
     memory-mapped read-only, checked once per process); a one-line UserError saying how to
     build them if the file is missing or corrupt."""
     path = table_path(directory, rank, formation)
@@ -388,22 +436,25 @@ def load(rank: int, directory: str | Path = "", formation: str = FORMATION) -> n
 
 @_jit
 def qualifies(x, shape):
-    """Whether board x (no 2^16 tile) is in the formation, as it stands (see the docstring)."""
+    """Whether board x (no 2^16 tile) is in the formation, as it stands, and not yet at its
+    goal (see the docstring)."""
+    top = 0
+    for j in range(16):
+        if shape[2, j] < 0:
+            break
+        top = max(top, shape[0, j])
+        if nibble(x, shape[2, j]) > shape[0, j]:
+            return False
     for k in range(16):
         if shape[3, k] < 0:
             break
-        if nibble(x, shape[3, k]) <= shape[0, 0]:
+        if nibble(x, shape[3, k]) <= top:
             return False
         for j in range(k):
             a, c = shape[3, j], shape[3, k]
             if abs(a // 4 - c // 4) + abs(a % 4 - c % 4) == 1 and nibble(x, a) == nibble(x, c):
                 return False
-    for j in range(16):
-        if shape[2, j] < 0:
-            break
-        if nibble(x, shape[2, j]) > shape[0, j]:
-            return False
-    return True
+    return not is_goal(x, shape)
 
 
 @_jit
@@ -421,22 +472,23 @@ def move_probs(x, shape, table, move_xor, line_reward, q):
 
 @_jit
 def table_rank(x, top, shape):
-    """The rank whose goal merges into a locked tile: one less than the smallest locked
-    neighbour of the target (shape row 4), at most top (the largest rank loaded)."""
+    """A board's rank: the smallest exponent of the anchor cells (shape row 4) less
+    anchor_less (row 5), at most top (the largest rank loaded)."""
     low = 15
     for k in range(16):
         if shape[4, k] < 0:
             break
         low = min(low, nibble(x, shape[4, k]))
-    return min(top, low - 1)
+    return min(top, low - shape[5, 0])
 
 
 @_jit
 def formation_values(b, m, top, shapes, offsets, table, min_prob, move_xor, line_reward,
                      values):
     """When board (b, m) qualifies (either orientation) for the table of its rank
-    (`table_rank`, at least MIN_RANK) and its best Q reaches min_prob: Q of each move into
-    values (0.0 where illegal), returning True; else False (values untouched)."""
+    (`table_rank`, at least the formation's min_rank) and its best Q reaches min_prob: Q of
+    each move into values (0.0 where illegal), returning True; else False (values
+    untouched)."""
     if m != 0 or len(table) == 0:
         return False
     q = np.zeros(4)
@@ -445,7 +497,7 @@ def formation_values(b, m, top, shapes, offsets, table, min_prob, move_xor, line
     for orientation in range(2):
         x = b if orientation == 0 else K.transpose(b)
         r = table_rank(x, top, shapes[top])
-        if r >= MIN_RANK and qualifies(x, shapes[r]):
+        if r >= shapes[top][5, 1] and qualifies(x, shapes[r]):
             p = move_probs(x, shapes[r], table[offsets[r]:], move_xor, line_reward, q)
             if p > best:
                 best = p
