@@ -6,6 +6,7 @@ benchmark itself fails unless numba and C agree: the checksums of the engine's s
 and random-game passes; the teacher's move values, moves and node counts.
 """
 
+import json
 import shutil
 import subprocess
 import sys
@@ -28,3 +29,27 @@ def test_benchmark_agrees_with_c(bench, agreement, figures):
     assert agreement in result.stdout
     for figure in figures:
         assert any(line.startswith(figure) for line in result.stdout.splitlines())
+
+
+def test_teacher_strength_merges_runs_of_one_setting(tmp_path):
+    """Two seed ranges run apart and reported together equal their games pooled; the picture
+    is drawn."""
+    run = [sys.executable, str(BENCHMARKS / "teacher_strength.py")]
+    quick = ["--games", "2", "--max-moves", "30", "--setting", "depth=1,adaptive=false"]
+    for first, name in ((1, "a"), (3, "b")):
+        result = subprocess.run([*run, *quick, "--first-seed", str(first),
+                                 "--json", str(tmp_path / f"{name}.json")],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+    result = subprocess.run([*run, "--from-json", str(tmp_path / "a.json"), "--from-json",
+                             str(tmp_path / "b.json"), "--json", str(tmp_path / "all.json"),
+                             "--plot", str(tmp_path / "all.png")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    parts = [json.loads((tmp_path / f"{n}.json").read_text())[0] for n in "ab"]
+    (pooled,) = json.loads((tmp_path / "all.json").read_text())
+    games = parts[0]["per_game"] + parts[1]["per_game"]
+    assert [g["seed"] for g in pooled["per_game"]] == [1, 2, 3, 4]
+    assert pooled["mean_score"] == pytest.approx(sum(g["score"] for g in games) / 4)
+    assert pooled["moves"] == sum(p["moves"] for p in parts) == 4 * 30
+    assert (tmp_path / "all.png").read_bytes()[:4] == b"\x89PNG"

@@ -193,7 +193,9 @@ def plot_agents(results: list[GameResults], summaries: dict, path: Path) -> None
         ax1.errorbar(k + 1.3, s["mean"], yerr=[[s["mean"] - s["ci95"][0]],
                                                [s["ci95"][1] - s["mean"]]], fmt="D", color="k",
                      ms=4, capsize=3)
-    ax1.set(ylabel="score", title=f"scores of {len(results[0].scores)} games (mean, 95% CI: ◆)")
+    counts = sorted({len(r.scores) for r in results})
+    games = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    ax1.set(ylabel="score", title=f"scores of {games} games (mean, 95% CI: ◆)")
     ax1.tick_params(axis="x", labelrotation=20)
     top = max(11, max(int(r.highest.max()) for r in results))  # the four tiles up to the
     exps = range(top - 3, top + 1)  # largest reached, 2048 at least

@@ -27,8 +27,8 @@ TABLE_RANKS = {"table_rank": (3, 7), "table10_rank": (5, 10)}  # (smallest, larg
 PRESETS = {
     "default": {},
     "strong": {"evaluation": "corner", "depth": 3, "adaptive": True, "max_depth": 4,
-               "depth_offset": 7, "prob_cutoff": 1 / 128, "tt_bits": 22, "table_rank": 6,
-               "table10_rank": 8},
+               "depth_offset": 6, "prob_cutoff": 1 / 128, "tt_bits": 22, "table_rank": 7,
+               "table10_rank": 9},
 }
 
 
