@@ -174,6 +174,7 @@ def shape(rank: int, formation: str = FORMATION) -> np.ndarray:
     for p, goal in enumerate(f.goals):
         out[6 + p] = 0
         for cell, k in goal.items():
+            assert rank - k >= 1, "a goal asks for a tile: rank below the formation's min_rank"
             out[6 + p, cell] = rank - k
     return out
 
