@@ -286,6 +286,11 @@ def test_build_tables_command(table_dir, tmp_path, capsys):
     T.table_path(tmp_path, RANK10, "tuple10").write_bytes(b"junk")
     assert main(args) == 2
     assert "not a formation table" in capsys.readouterr().err
+    (tmp_path / "tuple11-r6.bin").write_bytes(b"x" * 2**20)  # the format before the f-suffix
+    assert main(["teacher", "build-tables", "--rank", "0", "--rank10", "0", "--out",
+                 str(tmp_path)]) == 0
+    stale = "tuple11-r6.bin: a table of an earlier format, no longer read (delete it to free 1 MiB)"
+    assert stale in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------------------

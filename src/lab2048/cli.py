@@ -178,6 +178,9 @@ def _teacher_build_tables(args: argparse.Namespace) -> int:
             path = tables.build(rank, cfg.out, progress=not cfg.quiet, formation=formation)
             print(f"{path}: {formation} tables of ranks {tables.min_rank(formation)}..{rank}, "
                   f"{tables.layout(rank, formation)[2]:,} entries")
+    for path in tables.earlier_formats(cfg.out):
+        print(f"{path}: a table of an earlier format, no longer read (delete it to free "
+              f"{path.stat().st_size / 2**20:,.0f} MiB)")
     return 0
 
 

@@ -205,6 +205,13 @@ def table_path(directory: str | Path, rank: int, formation: str = FORMATION) -> 
     return Path(directory or default_dir()) / f"{formation}-r{rank}-f{FORMAT}.bin"
 
 
+def earlier_formats(directory: str | Path = "") -> list[Path]:
+    """The table files of earlier formats in a directory: never read, kept until deleted."""
+    root = Path(directory or default_dir())
+    return sorted(p for name in FORMATIONS for p in root.glob(f"{name}-r*.bin")
+                  if not p.name.endswith(f"-f{FORMAT}.bin"))
+
+
 # ---------------------------------------------------------------------------------------------
 # Boards and indices
 
