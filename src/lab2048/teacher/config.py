@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 MAX_PLIES = 15  # the transposition table stores a depth in 4 bits
 EVALUATIONS = ("lines", "corner")
-TABLE_RANKS = {"table_rank": (3, 7), "table10_rank": (5, 10)}  # (smallest, largest): tuple11
-# rank 7 holds 1.45 G entries, tuple10 rank 10 2.9 G (tables.py, docs/teacher.md)
+TABLE_RANKS = {"tuple11": (3, 7), "tuple10": (5, 10)}  # each formation's smallest and largest
+# table rank: tuple11 rank 7 holds 1.45 G entries, tuple10 rank 10 2.9 G (tables.py, teacher.md)
+TABLE_FIELDS = {"table_rank": "tuple11", "table10_rank": "tuple10"}  # field: its formation
 PRESETS = {
     "default": {},
     "strong": {"evaluation": "corner", "depth": 3, "adaptive": True, "max_depth": 4,
@@ -68,7 +69,8 @@ class TeacherConfig:
         if self.evaluation not in EVALUATIONS:
             raise ValueError(f"evaluation must be one of {', '.join(EVALUATIONS)}, "
                              f"got {self.evaluation!r}")
-        for name, (low, top) in TABLE_RANKS.items():
+        for name, formation in TABLE_FIELDS.items():
+            low, top = TABLE_RANKS[formation]
             rank = getattr(self, name)
             if rank and not low <= rank <= top:
                 raise ValueError(f"{name} must be 0 or in {low}..{top}, got {rank}")
@@ -98,11 +100,12 @@ class BuildTablesConfig:
         "metavar": "DIR"})
     rank: int = field(default=PRESETS["strong"]["table_rank"], metadata={
         "help": "tuple11 formation (five locked tiles): largest rank R (0: none); the file "
-                "holds ranks 3..R; rank r builds a 2^r tile beside the locked corner",
-        "choices": [0, *range(TABLE_RANKS["table_rank"][0], TABLE_RANKS["table_rank"][1] + 1)]})
+                f"holds ranks {TABLE_RANKS['tuple11'][0]}..R; rank r builds a 2^r tile beside "
+                "the locked corner",
+        "choices": [0, *range(TABLE_RANKS["tuple11"][0], TABLE_RANKS["tuple11"][1] + 1)]})
     rank10: int = field(default=PRESETS["strong"]["table10_rank"], metadata={
         "help": "tuple10 formation (six locked tiles): largest rank R (0: none); the file "
-                "holds ranks 5..R; rank r builds a 2^(r-1) chain under the locked corner",
-        "choices": [0, *range(TABLE_RANKS["table10_rank"][0],
-                              TABLE_RANKS["table10_rank"][1] + 1)]})
+                f"holds ranks {TABLE_RANKS['tuple10'][0]}..R; rank r builds a 2^(r-1) chain "
+                "under the locked corner",
+        "choices": [0, *range(TABLE_RANKS["tuple10"][0], TABLE_RANKS["tuple10"][1] + 1)]})
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})

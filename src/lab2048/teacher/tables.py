@@ -79,6 +79,7 @@ from numba import njit
 
 from lab2048.engine import kernels as K
 from lab2048.errors import UserError
+from lab2048.teacher.config import TABLE_RANKS
 
 U64 = np.uint64
 
@@ -87,15 +88,14 @@ U64 = np.uint64
 class Formation:
     """A formation: locked cells; {free cell: k}, its cap r − k; the anchor cells, whose
     smallest exponent less `anchor_less` is a board's rank; goal patterns, each {cell: k}
-    asking for the exponent r − k; the smallest rank; the probability from which its move is
-    played."""
+    asking for the exponent r − k; the probability from which its move is played. Its
+    smallest and largest ranks are `config.TABLE_RANKS`."""
 
     locked: tuple[int, ...]
     cap_less: dict[int, int]
     anchors: tuple[int, ...]
     anchor_less: int
     goals: tuple[dict[int, int], ...]
-    min_rank: int
     min_prob: float
 
 
@@ -108,7 +108,7 @@ FORMATIONS = {
         anchors=(2, 5), anchor_less=1,
         goals=({6: 0, 7: 1, 3: 1}, {6: 0, 7: 1, 11: 1}, {6: 0, 3: 1, 7: 2, 11: 2},
                {6: 0, 10: 1, 9: 1}, {6: 0, 10: 1, 11: 1}, {6: 0, 10: 1, 14: 1}),
-        min_rank=3, min_prob=0.9),
+        min_prob=0.9),
     # played whenever any move can reach its goal (1/SCALE: the smallest stored probability
     # above 0), as the public player plays its tuple10
     "tuple10": Formation(
@@ -118,7 +118,7 @@ FORMATIONS = {
         goals=({8: 1, 9: 2, 10: 3, 14: 3}, {8: 1, 9: 2, 10: 3, 11: 3},
                {8: 1, 9: 2, 13: 3, 12: 3}, {8: 1, 9: 2, 13: 3, 14: 3},
                {3: 1, 7: 2, 11: 3, 10: 3}, {3: 1, 7: 2, 11: 3, 15: 3}),
-        min_rank=5, min_prob=1 / SCALE),
+        min_prob=1 / SCALE),
 }
 FORMATION = "tuple11"
 MIN_CAP = 2  # every free cell can take a spawned 4
@@ -133,7 +133,7 @@ _jit = njit(cache=True, nogil=True)
 
 
 def min_rank(formation: str = FORMATION) -> int:
-    return FORMATIONS[formation].min_rank
+    return TABLE_RANKS[formation][0]
 
 
 def free_cells(formation: str = FORMATION) -> np.ndarray:
@@ -170,7 +170,7 @@ def shape(rank: int, formation: str = FORMATION) -> np.ndarray:
         caps(rank, formation), places(rank, formation), free)
     out[3, :len(f.locked)] = f.locked
     out[4, :len(f.anchors)] = f.anchors
-    out[5, :2] = f.anchor_less, f.min_rank
+    out[5, :2] = f.anchor_less, min_rank(formation)
     for p, goal in enumerate(f.goals):
         out[6 + p] = 0
         for cell, k in goal.items():
@@ -378,8 +378,8 @@ def build(rank: int, directory: str | Path = "", progress: bool = True,
         fresh = np.full(n, UNSET, np.uint16)
         for smaller in range(rank - 1, min_rank(formation) - 1, -1):  # its ranks are our tail
             if table_path(directory, smaller, formation).exists():
-                done = load(smaller, directory, formation)
-                fresh[n - len(done):] = done
+                tail = load(smaller, directory, formation)
+                fresh[n - len(tail):] = tail
                 break
         with atomic_path(partial) as tmp:
             fresh.tofile(tmp)
