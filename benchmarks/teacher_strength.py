@@ -167,7 +167,7 @@ def main() -> int:
           f"{'table':>5} {'mean':>9} {'±95%':>7} {'median':>9} "
           + " ".join(f"{t:>6}" for t in TILES[:-1]), flush=True)
     if args.from_json:
-        results = merge([r for f in args.from_json for r in json.loads(Path(f).read_text())])
+        results = merge([r for f in args.from_json for r in read_results(f)])
         for r in results:
             report(r)
     else:
@@ -183,6 +183,19 @@ def main() -> int:
     if args.plot:
         plot(results, args.plot)
     return 0
+
+
+def read_results(path: str) -> list[dict]:
+    """An earlier --json file's results; one line naming the file if it is not one."""
+    try:
+        results = json.loads(Path(path).read_text())
+        for r in results:
+            TeacherConfig(**r["settings"])
+            if not all("cpu_seconds" in g for g in r["per_game"]):
+                raise ValueError("games without their timing")
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as e:
+        raise SystemExit(f"{path}: not a teacher_strength --json file ({e})") from None
+    return results
 
 
 def report(r: dict) -> None:

@@ -53,3 +53,10 @@ def test_teacher_strength_merges_runs_of_one_setting(tmp_path):
     assert pooled["mean_score"] == pytest.approx(sum(g["score"] for g in games) / 4)
     assert pooled["moves"] == sum(p["moves"] for p in parts) == 4 * 30
     assert (tmp_path / "all.png").read_bytes()[:4] == b"\x89PNG"
+    torn = tmp_path / "torn.json"
+    torn.write_text((tmp_path / "all.json").read_text()[:200])
+    result = subprocess.run([*run, "--from-json", str(torn)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"{torn}: not a teacher_strength --json file (")
+    assert len(result.stderr.strip().splitlines()) == 1
